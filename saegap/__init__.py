@@ -1,0 +1,3 @@
+"""saegap: are my SAE's reconstruction errors pathological?"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,84 @@
+"""The job specification: one validated pydantic model per job, stored as JSON with it.
+
+A job is model x SAEs x scope x tokens. Each SAE (with the hook it was trained on)
+becomes one *run*; all runs of a job share the model, the scope and the tokens, so a
+shard (one batch of sequences) evaluates every run from one clean forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# The one list of intervention names (REFERENCE.md §2). The worker's registry maps each
+# name to its formula; tests check the two agree.
+InterventionName = Literal[
+    "sae",
+    "sae_norm_corrected",
+    "norm_only",
+    "eps_random",
+    "cos_random_sae_norm",
+    "cos_random_true_norm",
+    "zero_ablation",
+    "mean_ablation",
+    "eps_cov_random",
+    "eps_real_diff",
+]
+INTERVENTION_NAMES: tuple[InterventionName, ...] = get_args(InterventionName)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AllTokenScope(_Strict):
+    """Every position is intervened at once (the seed's main experiment)."""
+
+    kind: Literal["all_tokens"] = "all_tokens"
+    # SAELens/SAEBench leave BOS/EOS/PAD unreplaced and out of the means; the
+    # original scripts replaced them too (REFERENCE.md §2).
+    include_special_tokens: bool = False
+
+
+class SingleTokenScope(_Strict):
+    """One position P is intervened; KL and loss are read at P and the next `window`."""
+
+    kind: Literal["single_token"] = "single_token"
+    position: int = Field(ge=1, description="target position P (0 is BOS)")
+    window: int = Field(default=16, ge=0)
+
+
+Scope = Annotated[AllTokenScope | SingleTokenScope, Field(discriminator="kind")]
+
+
+class JobSpec(_Strict):
+    """What to evaluate. Defaults reproduce the bundled demo job."""
+
+    model: str = Field(default="demo", min_length=1, description="TransformerLens name, registry name or local dir")
+    saes: list[str] = Field(
+        default_factory=lambda: ["demo-res"],
+        min_length=1,
+        description="'release/sae_id', a whole 'release', or a local SAE directory",
+    )
+    scope: Scope = Field(default_factory=AllTokenScope)
+    interventions: list[InterventionName] = Field(default_factory=lambda: list(INTERVENTION_NAMES), min_length=1)
+    samples: int = Field(default=1, ge=1, le=10_000, description="draws per random intervention per token")
+    tokens: str = Field(default="demo", min_length=1, description="token set name or path to a .npy of token ids")
+    n_sequences: int | None = Field(default=None, ge=1, description="first N sequences of the token set; None: all")
+    sequences_per_shard: int = Field(default=32, ge=1)
+    fit_sequences: int = Field(default=64, ge=2, description="sequences used to fit the mean/covariance baselines")
+    seed: int = Field(default=0, ge=0, lt=2**31)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    max_tokens_per_pass: int = Field(default=16_384, ge=128, description="memory budget of one patched pass")
+
+    @model_validator(mode="after")
+    def _no_repeats(self) -> JobSpec:
+        for field in ("saes", "interventions"):
+            values = getattr(self, field)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{field} lists an entry twice: {values}")
+        if "sae" not in self.interventions:
+            raise ValueError("interventions must include 'sae': every gap is measured against it")
+        return self
