@@ -43,7 +43,9 @@ RUN_SCHEMA = pa.schema(
 )
 
 # Columns the store adds to the engine's record tables.
-STORE_KEYS = pa.schema([pa.field("run_id", pa.int64(), nullable=False), pa.field("shard_id", pa.int64(), nullable=False)])
+STORE_KEYS = pa.schema(
+    [pa.field("run_id", pa.int64(), nullable=False), pa.field("shard_id", pa.int64(), nullable=False)]
+)
 
 
 def _columns_sql(schema: pa.Schema) -> str:
@@ -75,7 +77,9 @@ JOIN runs r ON r.run_id = i.run_id
 
 def _pivot_columns() -> str:
     kls = [f"max(kl) FILTER (WHERE intervention = '{name}') AS kl_{name}" for name in INTERVENTION_NAMES]
-    losses = [f"max(loss_delta) FILTER (WHERE intervention = '{name}') AS loss_delta_{name}" for name in ("sae", "eps_random")]
+    losses = [
+        f"max(loss_delta) FILTER (WHERE intervention = '{name}') AS loss_delta_{name}" for name in ("sae", "eps_random")
+    ]
     return ",\n       ".join(kls + losses)
 
 

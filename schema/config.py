@@ -1,0 +1,72 @@
+"""Where the store keeps things: job database, DuckLake catalog and Parquet data files.
+
+Local default: everything under one data directory (`SAEGAP_DATA`, else
+`./saegap-data`): `jobs.sqlite` (job tables), `lake.sqlite` (DuckLake catalog) and
+`lake/` (Parquet). Deployments set `SAEGAP_DATABASE_URL` (a SQLAlchemy PostgreSQL URL:
+job tables and the DuckLake catalog share that database, the catalog in schema
+`ducklake`) and `SAEGAP_DATA_PATH` (a local directory or an s3:// URL for Parquet).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.engine import URL, make_url
+
+LAKE_ALIAS = "lake"  # name the DuckLake is attached under in every DuckDB connection
+LAKE_METADATA_SCHEMA = "ducklake"  # PostgreSQL schema of the catalog, apart from the job tables
+
+
+class StoreConfig(BaseModel):
+    """Locations of one store. `from_env()` is what every process uses by default."""
+
+    model_config = ConfigDict(frozen=True)
+
+    data_dir: Path = Path("saegap-data")
+    database_url: str | None = None  # SQLAlchemy URL; None: SQLite files in data_dir
+    data_path: str | None = None  # Parquet location; None: data_dir/lake
+
+    @classmethod
+    def from_env(cls) -> StoreConfig:
+        return cls(
+            data_dir=Path(os.environ.get("SAEGAP_DATA", "saegap-data")),
+            database_url=os.environ.get("SAEGAP_DATABASE_URL") or None,
+            data_path=os.environ.get("SAEGAP_DATA_PATH") or None,
+        )
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database_url is not None and make_url(self.database_url).get_backend_name() == "postgresql"
+
+    def job_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'jobs.sqlite').resolve()}"
+
+    def lake_data_path(self) -> str:
+        """Parquet directory, with the trailing slash DuckLake stores."""
+        path = self.data_path or str((self.data_dir / "lake").resolve())
+        return path if path.endswith("/") else path + "/"
+
+    def lake_catalog(self) -> str:
+        """The DuckLake ATTACH target: a SQLite file, or the PostgreSQL database as libpq conninfo."""
+        if self.database_url is None:
+            return f"ducklake:sqlite:{(self.data_dir / 'lake.sqlite').resolve()}"
+        url = make_url(self.database_url)
+        if not self.uses_postgres:
+            raise ValueError(f"SAEGAP_DATABASE_URL must be a PostgreSQL URL, got backend {url.get_backend_name()!r}")
+        return f"ducklake:postgres:{_libpq_conninfo(url)}"
+
+    def prepare_local_dirs(self) -> None:
+        """Create the data dir and a local Parquet dir (DuckLake does not create them)."""
+        if self.database_url is None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        if "://" not in self.lake_data_path():
+            Path(self.lake_data_path()).mkdir(parents=True, exist_ok=True)
+
+
+def _libpq_conninfo(url: URL) -> str:
+    parts = {"dbname": url.database, "host": url.host, "port": url.port, "user": url.username, "password": url.password}
+    return " ".join(f"{key}={value}" for key, value in parts.items() if value is not None)

@@ -1,0 +1,151 @@
+"""DuckLake connections: the record tables live in a DuckLake (catalog in SQLite or
+PostgreSQL, data in Parquet). Every process opens its own in-memory DuckDB, LOADs the
+extensions shipped inside the PyPI packages (never INSTALL from the network) and
+ATTACHes the lake as `lake`. Each DuckLake transaction reads one snapshot, so readers
+never block writers; concurrent commits that conflict raise and are retried here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+from schema.config import LAKE_ALIAS, LAKE_METADATA_SCHEMA, StoreConfig
+from schema.errors import WriteConflictError
+from schema.relations import VIEW_DDL, table_ddl
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# (package, extension) pairs; the package ships extensions/v<duckdb version>/<name>.duckdb_extension
+_EXTENSIONS = (
+    ("duckdb_extension_sqlite_scanner", "sqlite_scanner"),
+    ("duckdb_extension_postgres_scanner", "postgres_scanner"),
+    ("duckdb_extension_ducklake", "ducklake"),
+)
+# Messages of the errors a retry can cure: DuckLake commit conflicts, a busy SQLite catalog.
+_RETRYABLE = ("conflict", "database is locked", "database is busy", "could not serialize", "deadlock")
+
+
+def extension_path(package: str, name: str) -> Path:
+    module = importlib.import_module(package)
+    path = Path(module.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    if not path.exists():
+        raise FileNotFoundError(f"DuckDB extension {name} not found at {path}; install {package}=={duckdb.__version__}")
+    return path
+
+
+def connect(config: StoreConfig, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the lake attached as `lake` and selected (USE lake)."""
+    conn = duckdb.connect(
+        ":memory:", config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    )
+    for package, name in _EXTENSIONS:
+        conn.execute(f"LOAD '{extension_path(package, name)}'")
+    options = [f"DATA_PATH '{config.lake_data_path()}'"]
+    if config.uses_postgres:
+        options.append(f"METADATA_SCHEMA '{LAKE_METADATA_SCHEMA}'")
+    if read_only:
+        options.append("READ_ONLY")
+    conn.execute(f"ATTACH '{config.lake_catalog()}' AS {LAKE_ALIAS} ({', '.join(options)})")
+    conn.execute(f"USE {LAKE_ALIAS}")
+    if read_only:
+        _confine(conn, config)
+    return conn
+
+
+def _confine(conn: duckdb.DuckDBPyConnection, config: StoreConfig) -> None:
+    """Readers may touch only the lake's files: no reading /etc/passwd through read_csv."""
+    allowed = [config.lake_data_path()]
+    if config.database_url is None:
+        allowed.append(str(config.data_dir.resolve()) + "/")
+    conn.execute("SET allowed_directories = ?", [allowed])
+    conn.execute("SET enable_external_access = false")
+    conn.execute("SET lock_configuration = true")
+
+
+def is_retryable(error: duckdb.Error) -> bool:
+    return isinstance(error, duckdb.TransactionException) or any(m in str(error).lower() for m in _RETRYABLE)
+
+
+def with_retries(conn: duckdb.DuckDBPyConnection, work: Callable[[], T], *, attempts: int = 12) -> T:
+    """Run `work` inside BEGIN/COMMIT; on a retryable conflict roll back, back off and rerun it.
+
+    `work` must be safe to rerun from scratch (it is: a shard write deletes before inserting).
+    Backoff doubles from 20 ms with jitter, capped at 2 s (about 15 s over all attempts).
+    """
+    for attempt in range(attempts):
+        try:
+            conn.execute("BEGIN TRANSACTION")
+            result = work()
+            conn.execute("COMMIT")
+            return result
+        except duckdb.Error as error:
+            _rollback_quietly(conn)
+            if not is_retryable(error):
+                raise
+            delay = min(2.0, 0.02 * 2**attempt) * random.uniform(0.5, 1.5)
+            log.debug("lake transaction conflict (attempt %d): %s; retrying in %.2fs", attempt + 1, error, delay)
+            time.sleep(delay)
+    raise WriteConflictError(f"lake transaction still conflicted after {attempts} attempts")
+
+
+def _rollback_quietly(conn: duckdb.DuckDBPyConnection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except duckdb.Error:  # no transaction open: the failure came from BEGIN or COMMIT itself
+        pass
+
+
+def ensure_relations(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the record tables and views once (idempotent; views replaced only when their SQL changed)."""
+    if _relations_current(conn):
+        return
+
+    def create() -> None:
+        for statement in table_ddl():
+            conn.execute(statement)
+        for statement in VIEW_DDL:
+            conn.execute(statement)
+
+    with_retries(conn, create)
+
+
+def _relations_current(conn: duckdb.DuckDBPyConnection) -> bool:
+    tables = {
+        row[0]
+        for row in conn.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE_ALIAS]
+        ).fetchall()
+    }
+    if not {"runs", "tokens", "interventions"} <= tables:
+        return False
+    return all(_stored_view_body(conn, ddl) == _rendered_view_body(conn, ddl) for ddl in VIEW_DDL)
+
+
+def _view_name(ddl: str) -> str:
+    return ddl.split("VIEW", 1)[1].split()[0]
+
+
+def _stored_view_body(conn: duckdb.DuckDBPyConnection, ddl: str) -> str | None:
+    row = conn.execute(
+        "SELECT sql FROM duckdb_views() WHERE database_name = ? AND view_name = ?", [LAKE_ALIAS, _view_name(ddl)]
+    ).fetchone()
+    return row[0].split(" AS ", 1)[1] if row else None
+
+
+def _rendered_view_body(conn: duckdb.DuckDBPyConnection, ddl: str) -> str:
+    """DuckDB re-renders a view's SQL; render ours the same way (as a temp view) to compare bodies."""
+    conn.execute(ddl.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW", 1))
+    row = conn.execute(
+        "SELECT sql FROM duckdb_views() WHERE database_name = 'temp' AND view_name = ?", [_view_name(ddl)]
+    ).fetchone()
+    conn.execute(f"DROP VIEW temp.{_view_name(ddl)}")
+    return row[0].split(" AS ", 1)[1]

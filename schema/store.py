@@ -1,0 +1,210 @@
+"""The store: job tables (SQLAlchemy) plus per-token records (DuckLake), opened together.
+
+store = Store.open()                      # SAEGAP_DATA / SAEGAP_DATABASE_URL / SAEGAP_DATA_PATH
+job_id = store.create_job(spec, versions)
+run_ids = store.add_runs(job_id, runs)    # also mirrored into the lake's `runs`
+shard_ids = store.add_shards(job_id, [(0, 32), (32, 64)])
+store.start_shard(shard_ids[0], "worker-1")
+written = store.write_shard(job_id, shard_ids[0], {run_id: (tokens, interventions), ...})
+store.finish_shard(shard_ids[0], rows_written=written.rows, tokens=written.tokens)
+schema.read.query("SELECT layer, avg(kl) FROM token_records GROUP BY layer", store=store)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from pydantic import BaseModel
+from sqlalchemy import Engine, create_engine, event
+
+from schema import lake, migrations
+from schema.config import LAKE_ALIAS, StoreConfig
+from schema.errors import RecordSchemaError, UnknownRunError, UnknownShardError
+from schema.jobs import JobTables, RunInfo
+from schema.records import INTERVENTION_SCHEMA, TOKEN_SCHEMA
+from schema.relations import RUN_SCHEMA, STORE_KEYS
+
+log = logging.getLogger(__name__)
+
+ShardRecords = dict[int, tuple[pa.Table, pa.Table]]  # run_id -> (tokens, interventions), engine columns
+
+
+class ShardWrite(BaseModel):
+    """What write_shard stored for one shard."""
+
+    token_rows: int  # over all runs
+    intervention_rows: int
+    tokens: int  # token positions of the shard (the largest run's token rows)
+
+    @property
+    def rows(self) -> int:
+        return self.token_rows + self.intervention_rows
+
+
+class Store(JobTables):
+    """One store: the job API (JobTables) plus the lake's records. Not shared across threads for writes."""
+
+    def __init__(self, config: StoreConfig, engine: Engine) -> None:
+        super().__init__(engine)
+        self.config = config
+        self._writer: duckdb.DuckDBPyConnection | None = None
+        self._reader: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()  # one DuckDB connection per store: serialise this process's writes
+
+    @classmethod
+    def open(cls, config: StoreConfig | None = None) -> Store:
+        """Open (and create or migrate) the store described by `config`, default StoreConfig.from_env()."""
+        config = config or StoreConfig.from_env()
+        config.prepare_local_dirs()
+        engine = job_engine(config)
+        migrations.upgrade(engine)
+        store = cls(config, engine)
+        lake.ensure_relations(store.writer())
+        return store
+
+    def close(self) -> None:
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                conn.close()
+        self._writer = self._reader = None
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def writer(self) -> duckdb.DuckDBPyConnection:
+        if self._writer is None:
+            self._writer = lake.connect(self.config, read_only=False)
+        return self._writer
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """The read-only lake connection; schema.read.query runs each query on a cursor of it."""
+        if self._reader is None:
+            self._reader = lake.connect(self.config, read_only=True)
+        return self._reader
+
+    def add_runs(self, job_id: int, runs: list[RunInfo | dict[str, Any]]) -> list[int]:
+        """Store the job's runs and mirror them into the lake's `runs` (both or, on error, the job rows roll back)."""
+        from sqlalchemy.orm import Session
+
+        with Session(self.engine) as session, session.begin():
+            run_ids = self._insert_runs(session, job_id, runs)
+            mirrored = [
+                {"run_id": rid, "job_id": job_id, **RunInfo.model_validate(r).model_dump()}
+                for rid, r in zip(run_ids, runs, strict=True)
+            ]
+            self._mirror_runs(mirrored)
+        return run_ids
+
+    def _mirror_runs(self, rows: list[dict[str, Any]]) -> None:
+        table = pa.Table.from_pylist(rows, schema=RUN_SCHEMA)
+        ids = [row["run_id"] for row in rows]
+        conn = self.writer()
+
+        def replace() -> None:  # replace: a rolled-back job transaction may have left ids behind
+            conn.execute(f"DELETE FROM {LAKE_ALIAS}.runs WHERE run_id IN (SELECT unnest(?))", [ids])
+            conn.execute(f"INSERT INTO {LAKE_ALIAS}.runs SELECT * FROM mirrored_runs")
+
+        with self._lock:
+            conn.register("mirrored_runs", table)
+            try:
+                lake.with_retries(conn, replace)
+            finally:
+                conn.unregister("mirrored_runs")
+
+    def write_shard(self, job_id: int, shard_id: int, records: ShardRecords) -> ShardWrite:
+        """Write one shard's records for all its runs in ONE lake transaction.
+
+        `records` maps run_id -> (tokens, interventions) with schema.records' columns; the
+        store adds run_id and shard_id. A retried shard replaces its earlier attempt
+        (delete by shard_id, then insert, same transaction); readers see all of a shard
+        or none of it. Conflicts with concurrent writers are retried with backoff.
+        """
+        self._check_shard(job_id, shard_id, set(records))
+        tokens = _keyed_concat([(run_id, pair[0]) for run_id, pair in records.items()], shard_id, TOKEN_SCHEMA)
+        interventions = _keyed_concat(
+            [(run_id, pair[1]) for run_id, pair in records.items()], shard_id, INTERVENTION_SCHEMA
+        )
+        conn = self.writer()
+
+        def replace() -> None:
+            for table in ("tokens", "interventions"):
+                conn.execute(f"DELETE FROM {LAKE_ALIAS}.{table} WHERE shard_id = ?", [shard_id])
+            conn.execute(f"INSERT INTO {LAKE_ALIAS}.tokens SELECT * FROM shard_tokens")
+            conn.execute(f"INSERT INTO {LAKE_ALIAS}.interventions SELECT * FROM shard_interventions")
+
+        with self._lock:
+            conn.register("shard_tokens", tokens)
+            conn.register("shard_interventions", interventions)
+            try:
+                lake.with_retries(conn, replace)
+            finally:
+                conn.unregister("shard_tokens")
+                conn.unregister("shard_interventions")
+        largest_run = max((pair[0].num_rows for pair in records.values()), default=0)
+        return ShardWrite(token_rows=tokens.num_rows, intervention_rows=interventions.num_rows, tokens=largest_run)
+
+    def _check_shard(self, job_id: int, shard_id: int, run_ids: set[int]) -> None:
+        shard = self.get_shard(shard_id)
+        if shard.job_id != job_id:
+            raise UnknownShardError(f"shard {shard_id} belongs to job {shard.job_id}, not job {job_id}")
+        unknown = run_ids - self.job_run_ids(job_id)
+        if unknown:
+            raise UnknownRunError(f"run ids {sorted(unknown)} are not runs of job {job_id}")
+
+    def execute_write(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pa.Table:
+        """Run any statement on the lake in one transaction (admin use: `saegap sql --write`)."""
+        conn = self.writer()
+        with self._lock:
+            return lake.with_retries(conn, lambda: _arrow_or_empty(conn.execute(sql, params)))
+
+
+def _arrow_or_empty(result: duckdb.DuckDBPyConnection) -> pa.Table:
+    return result.fetch_arrow_table() if result.description else pa.table({})
+
+
+def _keyed_concat(per_run: list[tuple[int, pa.Table]], shard_id: int, schema: pa.Schema) -> pa.Table:
+    """Engine tables of all runs -> one table with run_id, shard_id prepended (relations' column order)."""
+    keyed_schema = pa.schema(list(STORE_KEYS) + list(schema))
+    parts = [_keyed(table, run_id, shard_id, schema, keyed_schema) for run_id, table in per_run]
+    return pa.concat_tables(parts) if parts else keyed_schema.empty_table()
+
+
+def _keyed(table: pa.Table, run_id: int, shard_id: int, schema: pa.Schema, keyed_schema: pa.Schema) -> pa.Table:
+    missing = [name for name in schema.names if name not in table.column_names]
+    if missing:
+        raise RecordSchemaError(f"run {run_id}: record table lacks columns {missing} (schema.records)")
+    try:
+        body = table.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise RecordSchemaError(f"run {run_id}: record columns do not cast to schema.records: {error}") from error
+    keys = [_constant(run_id, table.num_rows), _constant(shard_id, table.num_rows)]
+    return pa.Table.from_arrays(keys + body.columns, schema=keyed_schema)
+
+
+def _constant(value: int, length: int) -> pa.Array:
+    return pa.repeat(pa.scalar(value, pa.int64()), length)
+
+
+def job_engine(config: StoreConfig) -> Engine:
+    """SQLAlchemy engine of the job database; SQLite gets WAL and a busy timeout for many processes."""
+    url = config.job_database_url()
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine

@@ -1,0 +1,111 @@
+"""SQLAlchemy models of the job database: jobs, runs, shards and the models / SAEs /
+token sets jobs refer to. SQLite by default, PostgreSQL in deployments (same code).
+Alembic migrations in schema/migrations create these tables; docs/schema.md documents them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+
+import pyarrow as pa
+from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Integer, String, Table, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from schema.relations import RUN_SCHEMA
+
+JobStatus = Literal["queued", "planning", "running", "done", "failed", "cancelled"]
+JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
+FINISHED_STATUSES: frozenset[JobStatus] = frozenset({"done", "failed", "cancelled"})
+ShardStatus = Literal["pending", "running", "done", "failed"]
+SHARD_STATUSES: tuple[ShardStatus, ...] = get_args(ShardStatus)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}  # noqa: RUF012
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    spec: Mapped[dict[str, Any]]  # JobSpec.model_dump(mode="json")
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    versions: Mapped[dict[str, Any]]  # torch, transformer_lens, sae_lens, saegap, git
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Progress counters, updated atomically by finish_shard; rates and ETA derive from them.
+    shards_total: Mapped[int] = mapped_column(Integer, default=0)
+    shards_done: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_done: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+_SQL_TYPES = {
+    pa.int16(): Integer,
+    pa.int32(): Integer,
+    pa.int64(): BigInteger,
+    pa.string(): Text,
+    pa.float32(): Float,
+    pa.bool_(): Boolean,
+}
+
+
+def _run_columns() -> list[Column]:
+    """runs has exactly relations.RUN_SCHEMA's columns (the lake mirrors it): one list, kept there."""
+    columns = [
+        Column("run_id", Integer, primary_key=True, autoincrement=True),
+        Column("job_id", Integer, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True),
+    ]
+    extra = [f for f in RUN_SCHEMA if f.name not in ("run_id", "job_id")]
+    return columns + [Column(f.name, _SQL_TYPES[f.type], nullable=f.nullable) for f in extra]
+
+
+class Run(Base):
+    __table__ = Table("runs", Base.metadata, *_run_columns())
+
+
+class Shard(Base):
+    __tablename__ = "shards"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)  # 0-based order within the job
+    seq_start: Mapped[int] = mapped_column(Integer)  # first sequence, inclusive
+    seq_end: Mapped[int] = mapped_column(Integer)  # last sequence, exclusive
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    rows_written: Mapped[int | None] = mapped_column(BigInteger)
+    tokens: Mapped[int | None] = mapped_column(BigInteger)  # token positions evaluated (one run's count)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class _Referent:
+    """Shared columns of the things jobs refer to by name."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    source: Mapped[str] = mapped_column(Text)  # registry entry, hub name or local path
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class ModelEntry(_Referent, Base):
+    __tablename__ = "models"
+
+
+class SaeEntry(_Referent, Base):
+    __tablename__ = "saes"
+
+
+class TokenSetEntry(_Referent, Base):
+    __tablename__ = "token_sets"
