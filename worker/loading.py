@@ -1,0 +1,183 @@
+"""Resolve and load models, SAEs and token sets the way SAELens users expect (REFERENCE.md §4).
+
+Names resolve in this order: a bundled name from `models/registry.json` (the `demo`
+model and its `demo-*` SAE releases, so `--model demo --sae demo-res/blocks.2.hook_resid_pre`
+works offline), a local directory, then a TransformerLens model name / SAELens release.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Int
+from sae_lens import SAE
+from safetensors.torch import load_file
+from torch import Tensor
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformers import PreTrainedTokenizerFast
+
+from worker.errors import BadInput
+from worker.hooks import HookPoint
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# SAELens normalisations whose inverse `SAE.decode` applies itself (or which need none).
+_SELF_CONTAINED_NORMALISATIONS = ("none", "constant_norm_rescale", "layer_norm")
+
+
+def models_dir() -> Path:
+    """Where bundled models live: $SAEGAP_MODELS, else the repository's models/."""
+    return Path(os.environ.get("SAEGAP_MODELS", Path(__file__).resolve().parents[1] / "models"))
+
+
+@cache
+def _registry(root: Path) -> dict[str, Any]:
+    path = root / "registry.json"
+    return json.loads(path.read_text()) if path.exists() else {"models": {}, "releases": {}, "token_sets": {}}
+
+
+def registry() -> dict[str, Any]:
+    """The bundled names: {"models": ..., "releases": ..., "token_sets": ...}."""
+    return _registry(models_dir())
+
+
+@dataclass(frozen=True)
+class SaeRef:
+    """One SAE: a registry/SAELens release and id, or a local directory."""
+
+    name: str  # as the user wrote it, or release/sae_id when expanded from a release
+    release: str | None
+    sae_id: str | None
+    path: Path | None  # set for bundled and local SAEs
+
+
+def resolve_saes(entry: str) -> list[SaeRef]:
+    """'release/sae_id', a whole 'release' (all its SAEs), or a local SAE directory."""
+    if Path(entry).is_dir():
+        return [SaeRef(name=entry, release=None, sae_id=None, path=Path(entry))]
+    bundled = registry()["releases"]
+    release, _, sae_id = entry.partition("/")
+    if release in bundled:
+        return _bundled_refs(release, bundled[release], sae_id)
+    return _saelens_refs(entry, release, sae_id)
+
+
+def _bundled_refs(release: str, info: dict[str, Any], sae_id: str) -> list[SaeRef]:
+    ids = [sae_id] if sae_id else list(info["saes"])
+    unknown = [i for i in ids if i not in info["saes"]]
+    if unknown:
+        raise BadInput(f"release {release!r} has no SAE {unknown[0]!r}; it has {', '.join(info['saes'])}")
+    root = models_dir() / info["path"]
+    return [SaeRef(name=f"{release}/{i}", release=release, sae_id=i, path=root / i) for i in ids]
+
+
+def _saelens_refs(entry: str, release: str, sae_id: str) -> list[SaeRef]:
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    directory = get_pretrained_saes_directory()
+    if release not in directory:
+        raise BadInput(f"unknown SAE {entry!r}: not a local directory, a bundled release or a SAELens release")
+    ids = [sae_id] if sae_id else list(directory[release].saes_map)
+    if sae_id and sae_id not in directory[release].saes_map:
+        raise BadInput(f"SAELens release {release!r} has no SAE {sae_id!r}")
+    return [SaeRef(name=f"{release}/{i}", release=release, sae_id=i, path=None) for i in ids]
+
+
+def load_sae(ref: SaeRef, device: str, dtype: str) -> SAE[Any]:
+    """Load one SAE onto `device` in `dtype` (from disk when it has a path, else the Hub)."""
+    if ref.path is not None:
+        if not (ref.path / "cfg.json").exists():
+            raise BadInput(f"{ref.path} is not an SAE directory (no cfg.json)")
+        sae = SAE.load_from_disk(ref.path, device=device, dtype=dtype)
+    else:
+        sae = SAE.from_pretrained(ref.release, ref.sae_id, device=device, dtype=dtype)
+    sae.eval()
+    return sae
+
+
+def load_model(name: str, device: str, dtype: str, from_pretrained_kwargs: dict[str, Any]) -> HookedTransformer:
+    """A bundled name, a local model directory, or a TransformerLens name (no weight processing, like SAELens)."""
+    bundled = registry()["models"]
+    if name in bundled:
+        return _load_model_dir(models_dir() / bundled[name]["path"], device, dtype)
+    if Path(name).is_dir():
+        return _load_model_dir(Path(name), device, dtype)
+    return HookedTransformer.from_pretrained_no_processing(
+        name, device=device, dtype=DTYPES[dtype], **from_pretrained_kwargs
+    )
+
+
+def _load_model_dir(path: Path, device: str, dtype: str) -> HookedTransformer:
+    """A saegap model directory: config.json (HookedTransformerConfig kwargs), model.safetensors, tokenizer files."""
+    if not (path / "config.json").exists():
+        raise BadInput(f"{path} is not a model directory (no config.json)")
+    cfg = HookedTransformerConfig(**json.loads((path / "config.json").read_text()), device=device)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
+    model = HookedTransformer(cfg, tokenizer=tokenizer, default_padding_side="right")
+    state = {k: v.to(torch.float32) for k, v in load_file(str(path / "model.safetensors")).items()}
+    model.load_state_dict(state, strict=False)
+    return model.to(device=device, dtype=DTYPES[dtype]).eval()
+
+
+def load_token_set(name: str) -> Int[np.ndarray, "seq pos"]:
+    """A bundled token set or a .npy file of token ids, shape (sequences, positions)."""
+    bundled = registry()["token_sets"]
+    path = models_dir() / bundled[name]["path"] if name in bundled else Path(name)
+    if not path.exists():
+        raise BadInput(f"unknown token set {name!r}: not a bundled name ({', '.join(bundled)}) or a .npy file")
+    tokens = np.load(path)
+    if tokens.ndim != 2 or tokens.shape[0] == 0 or not np.issubdtype(tokens.dtype, np.integer):
+        raise BadInput(f"token set {name!r} must be a non-empty 2-D integer array, got {tokens.shape} {tokens.dtype}")
+    return tokens
+
+
+def check_fit(sae: SAE[Any], hook: HookPoint, model: HookedTransformer, model_name: str) -> None:
+    """Refuse an SAE that cannot be spliced into `model` at `hook`, naming the mismatch."""
+    hook.check_exists(model)
+    if sae.cfg.d_in != hook.width(model):
+        raise BadInput(f"SAE d_in={sae.cfg.d_in} but {hook.name} has width {hook.width(model)} in {model_name}")
+    if sae.cfg.normalize_activations not in _SELF_CONTAINED_NORMALISATIONS:
+        raise BadInput(
+            f"SAE normalisation {sae.cfg.normalize_activations!r} needs a scaling factor saegap does not have; "
+            "fold it into the weights first (SAE.fold_activation_norm_scaling_factor)"
+        )
+    if sae.cfg.metadata.get("hook_head_index") is not None:
+        raise BadInput("single-head hook_z SAEs (hook_head_index set) are not supported; use all heads concatenated")
+    _check_model_name(sae.cfg.metadata.get("model_name"), model_name)
+
+
+def _check_model_name(sae_model: str | None, model_name: str) -> None:
+    if sae_model is None or sae_model == model_name:
+        return
+    if Path(model_name).is_dir():  # a local model may be a copy under another name
+        log.warning("SAE was trained on %r; evaluating it on local model %s", sae_model, model_name)
+        return
+    raise BadInput(f"SAE was trained on model {sae_model!r}, not {model_name!r}")
+
+
+def special_token_ids(model: HookedTransformer) -> list[int]:
+    """BOS/EOS/PAD ids: left unreplaced and out of the means by default, as in SAELens."""
+    tokenizer = model.tokenizer
+    ids = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id} if tokenizer else set()
+    return sorted(i for i in ids if i is not None)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BadInput("device 'cuda' requested but no CUDA device is available")
+    return device
+
+
+def as_tensor(tokens: Int[np.ndarray, "seq pos"], device: str) -> Int[Tensor, "seq pos"]:
+    return torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64)).to(device)
