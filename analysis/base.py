@@ -1,0 +1,92 @@
+"""What every analysis module shares: the run filters, the module record, the one read path.
+
+Each module answers one question of the seed (REFERENCE.md §1) with a named SQL query
+over the record relations (schema/relations.py). User values reach SQL only as bound
+DuckDB parameters (`$job`, `$layer`, ...); the SQL text itself is constant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from schema.spec import InterventionName
+
+# Rows one module may read: per-sequence aggregates at seed scale (16k sequences x 12
+# layers x 10 interventions) stay below this; token-level rows never reach Python.
+MAX_ROWS = 5_000_000
+TIMEOUT_S = 120.0
+
+# WHERE fragment over a relation carrying job_id, run_id and layer (token_records,
+# token_gaps, or runs aliased as r in the per-run queries).
+RUN_FILTER = (
+    "($job IS NULL OR job_id = $job) AND ($run IS NULL OR run_id = $run) AND ($layer IS NULL OR layer = $layer)"
+)
+# The same filter on an intervention column, for queries that read `interventions`.
+INTERVENTION_FILTER = "($interventions IS NULL OR list_contains($interventions, intervention))"
+# CTE of the runs a query reads; joining the record tables to it lets DuckDB skip the rest.
+SELECTED_RUNS = f"selected AS (SELECT * FROM runs WHERE ($scope IS NULL OR scope = $scope) AND {RUN_FILTER})"
+
+Scope = Literal["all_tokens", "single_token"]
+
+
+class Filters(BaseModel):
+    """Which runs a module reads; None means all."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job: int | None = Field(default=None, ge=1, description="job id")
+    run: int | None = Field(default=None, ge=1, description="run id")
+    layer: int | None = Field(default=None, ge=0, description="layer of the hook")
+
+    def bind(self) -> dict[str, Any]:
+        """The bound parameters of RUN_FILTER."""
+        return {"job": self.job, "run": self.run, "layer": self.layer}
+
+
+class ScopedFilters(Filters):
+    """Run filters plus the scope of the runs: all-token runs by default (the seed's main
+    experiment); modules whose answer means the same in either scope default to None (any)."""
+
+    scope: Scope | None = "all_tokens"
+
+    def bind(self) -> dict[str, Any]:
+        return {**super().bind(), "scope": self.scope}
+
+
+class InterventionFilters(ScopedFilters):
+    """Scoped run filters plus which interventions to read; None means all."""
+
+    interventions: list[InterventionName] | None = Field(default=None, min_length=1)
+
+    def bind(self) -> dict[str, Any]:
+        return {**super().bind(), "interventions": self.interventions}
+
+
+@dataclass(frozen=True)
+class AnalysisModule:
+    """One named question: its params model and the function answering it."""
+
+    name: str
+    question: str  # one line, the module docstring's first line
+    params: type[Filters]
+    answer: Callable[..., pa.Table]  # answer(params, store=None) -> pa.Table
+
+    def __call__(self, params: Filters | None = None, store: Any = None) -> pa.Table:
+        return self.answer(params or self.params(), store=store)
+
+
+def read(sql: str, params: dict[str, Any], store: Any = None) -> pa.Table:
+    """Run one read through the store's single read function (schema.read.query)."""
+    from schema.read import query  # the store's one read path; imported on use
+
+    return query(sql, params, store=store, timeout_s=TIMEOUT_S, max_rows=MAX_ROWS)
+
+
+def empty_like(schema: pa.Schema) -> pa.Table:
+    """Zero rows with the right columns: what every module returns on too little data."""
+    return schema.empty_table()

@@ -1,0 +1,55 @@
+"""Several SAEs on the same hooks side by side: KL and CE-loss increase of sae vs eps_random, cos_sim, L0."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+from pydantic import Field
+
+from analysis.base import SELECTED_RUNS, ScopedFilters, read
+
+
+class Params(ScopedFilters):
+    saes: list[str] | None = Field(default=None, min_length=1, description="SAE names to compare; None: all")
+
+    def bind(self) -> dict[str, Any]:
+        return {**super().bind(), "saes": self.saes}
+
+
+# Means over every sample of eps_random; one row per run, grouped by hook so SAEs on one
+# hook sit next to each other (n_saes_on_hook says how many share it within the job).
+SQL = f"""
+WITH {SELECTED_RUNS},
+chosen AS (
+  SELECT * FROM selected WHERE $saes IS NULL OR list_contains($saes, sae)
+),
+spliced AS (
+  SELECT run_id,
+         avg(kl) FILTER (WHERE intervention = 'sae') AS kl_sae,
+         avg(kl) FILTER (WHERE intervention = 'eps_random') AS kl_eps_random,
+         avg(loss_delta) FILTER (WHERE intervention = 'sae') AS loss_delta_sae,
+         avg(loss_delta) FILTER (WHERE intervention = 'eps_random') AS loss_delta_eps_random
+  FROM interventions JOIN chosen USING (run_id)
+  WHERE intervention IN ('sae', 'eps_random')
+  GROUP BY run_id
+),
+reconstruction AS (
+  SELECT run_id, count(*) AS n_tokens, avg(cos_sim) AS cos_sim, avg(l0) AS l0
+  FROM tokens JOIN chosen USING (run_id)
+  WHERE intervened
+  GROUP BY run_id
+)
+SELECT c.job_id, c.hook_name, c.layer, c.sae, c.run_id, c.architecture, c.d_sae,
+       count(*) OVER (PARTITION BY c.job_id, c.hook_name) AS n_saes_on_hook,
+       s.kl_sae, s.kl_eps_random, s.kl_sae / NULLIF(s.kl_eps_random, 0) AS kl_ratio,
+       s.loss_delta_sae, s.loss_delta_eps_random,
+       s.loss_delta_sae / NULLIF(s.loss_delta_eps_random, 0) AS loss_delta_ratio,
+       t.cos_sim, t.l0, t.n_tokens
+FROM chosen c JOIN spliced s USING (run_id) JOIN reconstruction t USING (run_id)
+ORDER BY c.job_id, c.layer, c.hook_name, c.sae, c.run_id
+"""
+
+
+def compare_saes(params: Params, store: Any = None) -> pa.Table:
+    return read(SQL, params.bind(), store)

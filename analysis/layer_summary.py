@@ -1,0 +1,123 @@
+"""Per layer and intervention: mean/median/p99.9 KL, mean CE-loss increase, ratio to eps_random, bootstrap CIs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pydantic import Field
+
+from analysis.base import INTERVENTION_FILTER, SELECTED_RUNS, InterventionFilters, empty_like, read
+from analysis.bootstrap import bootstrap_means, percentile_interval
+
+BASELINE = "eps_random"  # the seed's most natural baseline (REFERENCE.md §1)
+
+
+class Params(InterventionFilters):
+    n_boot: int = Field(default=1000, ge=100, le=20_000, description="bootstrap replicates")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    seed: int = Field(default=0, ge=0)
+
+
+# One row per (run, intervention, sequence): the bootstrap's resampling unit. Samples
+# of a random intervention all count towards its mean; n_tokens counts sample 0 only.
+PER_SEQUENCE_SQL = f"""
+WITH {SELECTED_RUNS}
+SELECT r.job_id, run_id, i.intervention, i.sequence,
+       sum(i.kl) AS kl_sum, count(*) AS kl_count,
+       coalesce(sum(i.loss_delta), 0) AS loss_sum, count(i.loss_delta) AS loss_count,
+       count(*) FILTER (WHERE i.sample = 0) AS n_tokens
+FROM interventions i JOIN selected r USING (run_id)
+WHERE {INTERVENTION_FILTER}
+GROUP BY ALL
+"""
+
+# Order statistics per (run, intervention), computed over all records in SQL.
+QUANTILES_SQL = f"""
+WITH {SELECTED_RUNS}
+SELECT r.job_id, run_id, r.sae, r.hook_name, r.layer, i.intervention,
+       quantile_cont(i.kl, 0.5) AS kl_median, quantile_cont(i.kl, 0.999) AS kl_p999
+FROM interventions i JOIN selected r USING (run_id)
+WHERE {INTERVENTION_FILTER}
+GROUP BY ALL
+"""
+
+_F = pa.float64()
+SCHEMA = pa.schema(
+    [("job_id", pa.int64()), ("run_id", pa.int64()), ("sae", pa.string()), ("hook_name", pa.string()),
+     ("layer", pa.int32()), ("intervention", pa.string()), ("n_tokens", pa.int64()), ("n_sequences", pa.int64()),
+     ("kl_mean", _F), ("kl_mean_lo", _F), ("kl_mean_hi", _F), ("kl_median", _F), ("kl_p999", _F),
+     ("loss_delta_mean", _F), ("loss_delta_mean_lo", _F), ("loss_delta_mean_hi", _F),
+     ("kl_ratio", _F), ("kl_ratio_lo", _F), ("kl_ratio_hi", _F)]
+)  # fmt: skip
+
+
+def layer_summary(params: Params, store: Any = None) -> pa.Table:
+    bound = params.bind()
+    per_sequence = read(PER_SEQUENCE_SQL, bound, store).to_pandas()
+    quantiles = read(QUANTILES_SQL, bound, store).to_pandas()
+    frames = [_summarise_job(rows, params) for _, rows in per_sequence.groupby("job_id")]
+    frames = [frame for frame in frames if len(frame)]
+    if not frames:
+        return empty_like(SCHEMA)
+    summary = pd.concat(frames).merge(quantiles, on=["job_id", "run_id", "intervention"])
+    summary = summary.sort_values(["job_id", "layer", "run_id", "intervention"])
+    return pa.Table.from_pandas(summary[SCHEMA.names], schema=SCHEMA, preserve_index=False)
+
+
+def _summarise_job(rows: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """Point estimates and bootstrap CIs for every (run, intervention) of one job."""
+    rows = rows[rows.groupby(["run_id", "intervention"]).sequence.transform("nunique") >= 2]  # CI needs 2
+    if rows.empty:
+        return pd.DataFrame()
+    wide = rows.pivot_table(
+        index="sequence",
+        columns=["run_id", "intervention"],
+        values=["kl_sum", "kl_count", "loss_sum", "loss_count"],
+        aggfunc="sum",
+        fill_value=0.0,
+    )  # (S, 4 x G): one column per statistic and group
+    groups = wide["kl_sum"].columns  # MultiIndex (run_id, intervention)
+    kl = _estimate(wide, "kl", groups, params)
+    loss = _estimate(wide, "loss", groups, params)
+    frame = pd.DataFrame(index=groups).reset_index()
+    frame["kl_mean"], frame["kl_mean_lo"], frame["kl_mean_hi"] = kl.point, kl.low, kl.high
+    frame["loss_delta_mean"], frame["loss_delta_mean_lo"], frame["loss_delta_mean_hi"] = loss.point, loss.low, loss.high
+    ratio = _ratio_to_baseline(kl, groups, params.confidence)
+    frame["kl_ratio"], frame["kl_ratio_lo"], frame["kl_ratio_hi"] = ratio
+    counts = rows.groupby(["run_id", "intervention"]).agg(
+        n_tokens=("n_tokens", "sum"), n_sequences=("sequence", "nunique")
+    )
+    return frame.merge(counts.reset_index(), on=["run_id", "intervention"]).assign(job_id=rows.job_id.iloc[0])
+
+
+class _Estimate:
+    """Point means, bootstrap replicates and their interval for every group."""
+
+    def __init__(self, sums: np.ndarray, counts: np.ndarray, params: Params, seed: int) -> None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.point = sums.sum(axis=0) / counts.sum(axis=0)  # (G,)
+        self.replicates = bootstrap_means(sums, counts, params.n_boot, seed)  # (B, G)
+        self.low, self.high = percentile_interval(self.replicates, params.confidence)
+
+
+def _estimate(wide: pd.DataFrame, stat: str, groups: pd.MultiIndex, params: Params) -> _Estimate:
+    """Estimate for the `stat` columns; every statistic uses the same seed, so the same replicates."""
+    sums = wide[f"{stat}_sum"][groups].to_numpy(np.float64)  # (S, G)
+    counts = wide[f"{stat}_count"][groups].to_numpy(np.float64)  # (S, G)
+    return _Estimate(sums, counts, params, params.seed)
+
+
+def _ratio_to_baseline(kl: _Estimate, groups: pd.MultiIndex, confidence: float) -> tuple[np.ndarray, ...]:
+    """Mean KL over the same run's eps_random mean KL: point and paired-bootstrap interval."""
+    positions = {key: index for index, key in enumerate(groups)}
+    baseline = np.array([positions.get((run_id, BASELINE), -1) for run_id, _ in groups])  # (G,) column or -1
+    missing = baseline < 0
+    safe = np.where(missing, 0, baseline)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = np.where(missing, np.nan, kl.point / kl.point[safe])
+        replicates = np.where(missing, np.nan, kl.replicates / kl.replicates[:, safe])  # (B, G)
+    low, high = percentile_interval(replicates, confidence)
+    return point, low, high

@@ -1,0 +1,62 @@
+"""The one list of analysis modules; the CLI (`saegap report`) and the UI read it."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from analysis import (
+    by_position,
+    compare_saes,
+    cross_layer,
+    downstream,
+    gap_correlates,
+    kl_histogram,
+    layer_summary,
+    sae_metrics,
+    sensitivity_curve,
+    sigma_draws,
+    sigma_test,
+    top_tokens,
+)
+from analysis.base import AnalysisModule
+
+# In the seed's order (REFERENCE.md §1); each module defines Params and a function named like it.
+_ORDER: tuple[ModuleType, ...] = (
+    layer_summary,
+    sae_metrics,
+    kl_histogram,
+    by_position,
+    downstream,
+    sigma_test,
+    sigma_draws,
+    gap_correlates,
+    cross_layer,
+    top_tokens,
+    sensitivity_curve,
+    compare_saes,
+)
+
+
+class UnknownModuleError(KeyError):
+    """A module name that is not in the registry."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def _entry(module: ModuleType) -> AnalysisModule:
+    name = module.__name__.rsplit(".", 1)[-1]
+    return AnalysisModule(
+        name=name, question=module.__doc__.splitlines()[0], params=module.Params, answer=getattr(module, name)
+    )
+
+
+MODULES: dict[str, AnalysisModule] = {entry.name: entry for entry in map(_entry, _ORDER)}
+
+
+def get_module(name: str) -> AnalysisModule:
+    """The module called `name`; UnknownModuleError lists the valid names otherwise."""
+    try:
+        return MODULES[name]
+    except KeyError:
+        raise UnknownModuleError(f"unknown analysis module {name!r}; choose from: {', '.join(MODULES)}") from None

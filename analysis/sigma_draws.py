@@ -1,0 +1,45 @@
+"""The random draws behind sigma_test: every draw's KL next to the SAE's KL, for the seed's per-token histograms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+from pydantic import Field
+
+from analysis.base import SELECTED_RUNS, read
+from analysis.sigma_test import Params as SigmaParams
+
+
+class Params(SigmaParams):
+    sequence: int | None = Field(default=None, ge=0, description="one sequence; None: all")
+    position: int | None = Field(default=None, ge=0, description="one position; None: all")
+
+    def bind(self) -> dict[str, Any]:
+        return {**super().bind(), "sequence": self.sequence, "position": self.position}
+
+
+SQL = f"""
+WITH {SELECTED_RUNS},
+tested AS (
+  SELECT run_id, sequence, position
+  FROM interventions JOIN selected USING (run_id)
+  WHERE intervention = $baseline AND ($sequence IS NULL OR sequence = $sequence)
+    AND ($position IS NULL OR position = $position)
+  GROUP BY ALL
+  HAVING count(*) >= $min_samples
+)
+SELECT r.job_id, r.run_id, r.layer, i.sequence, i.position, i.sample, i.kl, s.kl AS kl_sae
+FROM interventions i
+JOIN tested USING (run_id, sequence, position)
+JOIN tokens t USING (run_id, sequence, position)
+JOIN interventions s ON s.run_id = i.run_id AND s.sequence = i.sequence AND s.position = i.position
+                    AND s.intervention = 'sae' AND s.sample = 0
+JOIN selected r ON r.run_id = i.run_id
+WHERE i.intervention = $baseline AND t.intervened
+ORDER BY r.job_id, r.run_id, i.sequence, i.position, i.sample
+"""
+
+
+def sigma_draws(params: Params, store: Any = None) -> pa.Table:
+    return read(SQL, params.bind(), store)
