@@ -8,9 +8,10 @@ import json
 import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORK_DIR = REPO_ROOT / ".work" / "demo"  # git-ignored: corpus-derived training data, logs
@@ -45,7 +46,6 @@ MODEL_CONFIG: dict[str, Any] = {
     "normalization_type": "LN",
     "positional_embedding_type": "standard",
     "default_prepend_bos": True,
-    "tokenizer_prepends_bos": False,
     "original_architecture": "GPT2LMHeadModel",
     "seed": SEED,
 }
@@ -71,3 +71,26 @@ def setup_logging(log_name: str) -> logging.Logger:
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+class ReleaseSpec(BaseModel):
+    """One SAE release of the demo model: one SAE per layer on `hook_template` (formatted with the layer)."""
+
+    hook_template: str
+    architecture: Literal["standard", "topk"]
+
+    def hook_names(self, n_layers: int) -> list[str]:
+        return [self.hook_template.format(layer=layer) for layer in range(n_layers)]
+
+
+# The single list of shipped releases; the registry, training, evals and tests all read it.
+RELEASES: dict[str, ReleaseSpec] = {
+    "demo-res": ReleaseSpec(hook_template="blocks.{layer}.hook_resid_pre", architecture="standard"),
+    "demo-res-topk": ReleaseSpec(hook_template="blocks.{layer}.hook_resid_pre", architecture="topk"),
+    "demo-attn": ReleaseSpec(hook_template="blocks.{layer}.attn.hook_z", architecture="topk"),
+}
+
+
+def sae_dir(release: str, hook_name: str) -> Path:
+    """SAE directory = <release path>/<sae_id>/, the sae_id being the hook name."""
+    return SAES_DIR / release / hook_name
