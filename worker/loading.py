@@ -124,8 +124,8 @@ def _load_model_dir(path: Path, device: str, dtype: str) -> HookedTransformer:
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
     model = HookedTransformer(cfg, tokenizer=tokenizer, default_padding_side="right")
     state = {k: v.to(torch.float32) for k, v in load_file(str(path / "model.safetensors")).items()}
-    model.load_state_dict(state, strict=False)
-    return model.to(device=device, dtype=DTYPES[dtype]).eval()
+    model.load_state_dict(state, strict=True)
+    return model.to(DTYPES[dtype]).eval()  # already on cfg.device
 
 
 def load_token_set(name: str) -> Int[np.ndarray, "seq pos"]:
@@ -152,10 +152,12 @@ def check_fit(sae: SAE[Any], hook: HookPoint, model: HookedTransformer, model_na
         )
     if sae.cfg.metadata.get("hook_head_index") is not None:
         raise BadInput("single-head hook_z SAEs (hook_head_index set) are not supported; use all heads concatenated")
-    _check_model_name(sae.cfg.metadata.get("model_name"), model_name)
+    check_model_name(sae, model_name)
 
 
-def _check_model_name(sae_model: str | None, model_name: str) -> None:
+def check_model_name(sae: SAE[Any], model_name: str) -> None:
+    """The SAE's metadata names the model it was trained on; refuse another (warn for a local copy)."""
+    sae_model = sae.cfg.metadata.get("model_name")
     if sae_model is None or sae_model == model_name:
         return
     if Path(model_name).is_dir():  # a local model may be a copy under another name

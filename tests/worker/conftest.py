@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import functools
+import json
 import tempfile
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 from sae_lens.saes.sae import SAEMetadata
+from safetensors.torch import save_file
 from tokenizers import Tokenizer, models
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import PreTrainedTokenizerFast
@@ -28,7 +32,9 @@ def _tokenizer_dir() -> str:
     vocab = {"<|endoftext|>": BOS} | {f"t{i}": i for i in range(1, VOCAB)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
     special = "<|endoftext|>"
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=special, eos_token=special, pad_token=special)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=special, eos_token=special, pad_token=special
+    )
     path = tempfile.mkdtemp(prefix="saegap-tiny-tokenizer-")
     tokenizer.save_pretrained(path)
     return path
@@ -81,3 +87,38 @@ def settings(**overrides: object) -> EngineSettings:
 @pytest.fixture(scope="session")
 def model() -> HookedTransformer:
     return tiny_model()
+
+
+TINY_CONFIG = dict(
+    n_layers=3, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=VOCAB, n_ctx=CONTEXT,
+    act_fn="gelu_new", normalization_type="LN", default_prepend_bos=True,
+)  # fmt: skip
+TINY_HOOKS = ("blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre", "blocks.1.attn.hook_z")
+
+
+def save_tiny_assets(root: Path, n_sequences: int = 16) -> dict[str, str]:
+    """A local model directory, one SAE directory per hook and a token .npy, in saegap's formats.
+
+    Returns {"model": dir, "tokens": npy, <hook name>: sae dir}.
+    """
+    model = tiny_model()
+    model_dir = root / "model"
+    model_dir.mkdir(parents=True)
+    (model_dir / "config.json").write_text(json.dumps(TINY_CONFIG))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(model_dir / "model.safetensors"))
+    model.tokenizer.save_pretrained(str(model_dir))
+    paths = {"model": str(model_dir)}
+    for i, hook in enumerate(TINY_HOOKS):
+        width = 32
+        sae = tiny_sae(hook, width, seed=i)
+        sae.cfg.metadata.model_name = str(model_dir)
+        sae.save_model(root / f"sae-{i}")
+        paths[hook] = str(root / f"sae-{i}")
+    np.save(root / "tokens.npy", random_tokens(n_sequences, seed=5).numpy().astype(np.int32))
+    paths["tokens"] = str(root / "tokens.npy")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return save_tiny_assets(tmp_path_factory.mktemp("tiny-assets"))

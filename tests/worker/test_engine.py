@@ -99,7 +99,12 @@ def test_clean_loss_and_token_facts(model):
 
 
 def test_special_tokens_included_on_request(model):
-    records = run(model, target_at(model, "blocks.1.hook_resid_pre"), random_tokens(), scope=AllTokenScope(include_special_tokens=True))
+    records = run(
+        model,
+        target_at(model, "blocks.1.hook_resid_pre"),
+        random_tokens(),
+        scope=AllTokenScope(include_special_tokens=True),
+    )
     assert records.interventions.num_rows == 10 * 4 * CONTEXT
     assert all(records.tokens["intervened"].to_pylist())
 
@@ -138,7 +143,9 @@ def test_many_variants_are_chunked_without_changing_results(model):
     target, tokens = target_at(model, "blocks.2.hook_resid_pre"), random_tokens()
     big = run(model, target, tokens, samples=3)
     small = run(model, target, tokens, samples=3, max_tokens_per_pass=CONTEXT)  # one sequence per pass
-    np.testing.assert_allclose(big.interventions["kl"].to_numpy(), small.interventions["kl"].to_numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(
+        big.interventions["kl"].to_numpy(), small.interventions["kl"].to_numpy(), rtol=1e-4, atol=1e-7
+    )
     assert big.interventions.num_rows == (5 + 5 * 3) * 4 * (CONTEXT - 1)
 
 
@@ -167,7 +174,9 @@ def test_one_clean_pass_serves_several_hooks(model):
     for target, records in zip(targets, together, strict=True):
         assert records.key == target.hook.name
         alone = evaluate_batch(model, [target], tokens, ids, settings())[0]
-        np.testing.assert_allclose(records.interventions["kl"].to_numpy(), alone.interventions["kl"].to_numpy(), rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(
+            records.interventions["kl"].to_numpy(), alone.interventions["kl"].to_numpy(), rtol=1e-5, atol=1e-8
+        )
 
 
 def test_bad_inputs_raise_clear_errors(model):

@@ -1,0 +1,193 @@
+"""A job's evaluation as plain functions: prepare once per process, then evaluate shards.
+
+The Celery tasks (worker/tasks.py) and the embedded runner call these; tests call
+them directly. Nothing here touches the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Int
+from sae_lens import SAE
+from transformer_lens import HookedTransformer
+
+from schema.jobs import RunInfo
+from schema.spec import JobSpec
+from worker.engine import EngineSettings, RunRecords, Target, evaluate_batch
+from worker.errors import BadInput
+from worker.hooks import HookPoint
+from worker.interventions import INTERVENTIONS, ActivationStats, fit_activation_stats
+from worker.loading import (
+    SaeRef,
+    as_tensor,
+    check_fit,
+    check_model_name,
+    load_model,
+    load_sae,
+    load_token_set,
+    resolve_device,
+    resolve_saes,
+    special_token_ids,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """Everything a shard needs, loaded once per worker process and job."""
+
+    spec: JobSpec
+    model: HookedTransformer
+    targets: list[Target]  # key = index into `runs`
+    runs: list[RunInfo]
+    tokens: Int[np.ndarray, "seq pos"]  # the job's sequences (first n_sequences of the set)
+    settings: EngineSettings
+
+
+def prepare_job(spec: JobSpec) -> PreparedJob:
+    """Resolve and load the model, SAEs and tokens, check every pairing, fit the baselines.
+
+    Raises BadInput naming the first problem; nothing has been written at that point.
+    """
+    device = resolve_device(spec.device)
+    refs = [ref for entry in spec.saes for ref in resolve_saes(entry)]
+    saes = [load_sae(ref, device, spec.dtype) for ref in refs]
+    for sae in saes:
+        check_model_name(sae, spec.model)  # before paying for the model
+    model = cached_model(spec.model, device, spec.dtype, _model_kwargs(saes))
+    hooks = [_hook_of(sae) for sae in saes]
+    for sae, hook in zip(saes, hooks, strict=True):
+        check_fit(sae, hook, model, spec.model)
+        if hook.point == "attn_z":
+            sae.turn_off_forward_pass_hook_z_reshaping()  # the engine flattens heads itself
+    tokens = _job_tokens(spec, model)
+    special = tuple(special_token_ids(model))
+    stats = fit_stats(model, hooks, tokens[: spec.fit_sequences], special)
+    targets = [Target(i, sae, hook, stats[hook.name]) for i, (sae, hook) in enumerate(zip(saes, hooks, strict=True))]
+    runs = [_run_info(spec, ref, sae, hook) for ref, sae, hook in zip(refs, saes, hooks, strict=True)]
+    return PreparedJob(spec, model, targets, runs, tokens, _settings(spec, special))
+
+
+def evaluate_shard(job: PreparedJob, seq_start: int, seq_end: int) -> list[RunRecords]:
+    """Records of every run for sequences [seq_start, seq_end) of the job's token set."""
+    if not 0 <= seq_start < seq_end <= len(job.tokens):
+        raise BadInput(f"shard [{seq_start}, {seq_end}) is outside the job's {len(job.tokens)} sequences")
+    device = job.model.cfg.device
+    tokens = as_tensor(job.tokens[seq_start:seq_end], device)
+    ids = torch.arange(seq_start, seq_end, device=device)
+    return evaluate_batch(job.model, job.targets, tokens, ids, job.settings)
+
+
+def shard_ranges(n_sequences: int, per_shard: int) -> list[tuple[int, int]]:
+    return [(start, min(start + per_shard, n_sequences)) for start in range(0, n_sequences, per_shard)]
+
+
+_MODELS: dict[tuple[Any, ...], HookedTransformer] = {}  # this process's one loaded model
+
+
+def cached_model(name: str, device: str, dtype: str, kwargs: dict[str, Any]) -> HookedTransformer:
+    """One model per worker process (a HookedTransformer going out of scope can keep GPU memory)."""
+    key = (name, device, dtype, tuple(sorted(kwargs.items())))
+    models = _MODELS
+    if key not in models:
+        models.clear()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        log.info("loading model %s on %s (%s)", name, device, dtype)
+        models[key] = load_model(name, device, dtype, kwargs)
+    return models[key]
+
+
+def _model_kwargs(saes: list[SAE[Any]]) -> dict[str, Any]:
+    """The SAEs' model_from_pretrained_kwargs (e.g. center_writing_weights), which must agree."""
+    kwargs = [dict(sae.cfg.metadata.get("model_from_pretrained_kwargs") or {}) for sae in saes]
+    if any(k != kwargs[0] for k in kwargs):
+        raise BadInput(f"the job's SAEs need the model loaded differently: {kwargs}; split them into separate jobs")
+    return kwargs[0]
+
+
+def _hook_of(sae: SAE[Any]) -> HookPoint:
+    hook_name = sae.cfg.metadata.get("hook_name")
+    if not hook_name:
+        raise BadInput("the SAE's cfg.json has no metadata.hook_name: saegap cannot tell where to splice it")
+    return HookPoint.parse(hook_name)
+
+
+def _job_tokens(spec: JobSpec, model: HookedTransformer) -> Int[np.ndarray, "seq pos"]:
+    tokens = load_token_set(spec.tokens)
+    if spec.n_sequences is not None:
+        if spec.n_sequences > len(tokens):
+            raise BadInput(f"n_sequences={spec.n_sequences} but token set {spec.tokens!r} has {len(tokens)}")
+        tokens = tokens[: spec.n_sequences]
+    if tokens.shape[1] > model.cfg.n_ctx:
+        raise BadInput(f"sequences of {tokens.shape[1]} tokens exceed the model's context of {model.cfg.n_ctx}")
+    if tokens.min() < 0 or tokens.max() >= model.cfg.d_vocab:
+        raise BadInput(f"token ids must lie in [0, {model.cfg.d_vocab}) for this model")
+    return tokens
+
+
+def fit_stats(
+    model: HookedTransformer, hooks: list[HookPoint], tokens: Int[np.ndarray, "seq pos"], special: tuple[int, ...]
+) -> dict[str, ActivationStats]:
+    """Mean, covariance and real-activation pool at each hook, from the fit sequences' non-special tokens."""
+    names = {h.name for h in hooks}
+    batch = as_tensor(tokens, model.cfg.device)
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(batch, names_filter=lambda n: n in names, stop_at_layer=model.cfg.n_layers)
+    keep = ~torch.isin(batch, torch.tensor(special or (-1,), device=batch.device))  # (B, P)
+    by_name = {h.name: h for h in hooks}
+    return {name: fit_activation_stats(by_name[name].flatten(cache[name])[keep].float()) for name in names}
+
+
+def _settings(spec: JobSpec, special: tuple[int, ...]) -> EngineSettings:
+    return EngineSettings(
+        scope=spec.scope,
+        interventions={name: INTERVENTIONS[name] for name in spec.interventions},
+        samples=spec.samples,
+        seed=spec.seed,
+        max_tokens_per_pass=spec.max_tokens_per_pass,
+        special_token_ids=special,
+    )
+
+
+def _run_info(spec: JobSpec, ref: SaeRef, sae: SAE[Any], hook: HookPoint) -> RunInfo:
+    single = spec.scope.kind == "single_token"
+    return RunInfo(
+        model=spec.model,
+        sae=ref.name,
+        architecture=sae.cfg.architecture(),
+        hook_name=hook.name,
+        hook_point=hook.point,
+        layer=hook.layer,
+        scope=spec.scope.kind,
+        target_position=spec.scope.position if single else None,
+        window=spec.scope.window if single else None,
+        d_in=sae.cfg.d_in,
+        d_sae=sae.cfg.d_sae,
+    )
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions stored with each job so a result can be traced to the code that made it."""
+    names = {"torch": "torch", "transformer_lens": "transformer-lens", "sae_lens": "sae-lens", "saegap": "saegap"}
+    versions: dict[str, str | None] = {key: metadata.version(dist) for key, dist in names.items()}
+    versions["git"] = _git_hash()
+    return versions
+
+
+def _git_hash() -> str | None:
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None
