@@ -27,8 +27,8 @@ from scripts.demo.common import (
 )
 
 BATCH_SIZE = 32
-N_STEPS = 1200  # 0.45 s/step alone, up to 1.7 s/step when the 2 shared cores are busy
-WARMUP_STEPS = 100
+N_STEPS = 800  # 0.45 s/step alone, ~2 s/step when the 2 shared cores are busy (measured)
+WARMUP_STEPS = 60
 PEAK_LR = 3e-3
 FINAL_LR_FRACTION = 0.1
 WEIGHT_DECAY = 0.1
