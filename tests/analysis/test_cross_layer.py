@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import pytest
+
+from analysis.cross_layer import Params, cross_layer
+from tests.fixture_store import PLANTED_CROSS_LAYER_CORR, SAE_A, Fixture
+
+
+@pytest.fixture(scope="module")
+def matrix(fixture_store: Fixture):
+    table = cross_layer(Params(job=fixture_store.job_ids["all"]), store=fixture_store.store).to_pandas()
+    return table.set_index(["sae_a", "sae_b"])
+
+
+def test_full_symmetric_matrix_with_unit_diagonal(matrix) -> None:
+    assert len(matrix) == 4 * 4 and (matrix.n == 280).all()
+    for (a, b), row in matrix.iterrows():
+        assert row.pearson == pytest.approx(matrix.loc[(b, a)].pearson, abs=1e-12)
+        if a == b:
+            assert row.pearson == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("pair", "expected"), PLANTED_CROSS_LAYER_CORR.items())
+def test_planted_correlations(matrix, pair: tuple[int, int], expected: float) -> None:
+    a, b = (SAE_A.format(layer=layer) for layer in pair)
+    assert matrix.loc[(a, b)].pearson == pytest.approx(expected, abs=1e-5)
+
+
+def test_layer_filter_picks_one_row_of_the_matrix(fixture_store: Fixture) -> None:
+    table = cross_layer(Params(job=fixture_store.job_ids["all"], layer=2), store=fixture_store.store).to_pandas()
+    assert set(table.layer_a) == {2} and len(table) == 4
+
+
+def test_jobs_are_never_paired(fixture_store: Fixture) -> None:
+    table = cross_layer(Params(), store=fixture_store.store).to_pandas()
+    assert len(table) == 4 * 4 + 1  # job "single" pairs its one run with itself only

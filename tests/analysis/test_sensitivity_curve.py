@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from analysis.sensitivity_curve import DEFAULT_INTERVENTIONS, Params, sensitivity_curve
+from tests.fixture_store import COS_RANDOM_SAE_NORM_SLOPE, COS_RANDOM_TRUE_NORM_SLOPE, SAE_A, Fixture
+
+
+@pytest.fixture(scope="module")
+def curve(fixture_store: Fixture):
+    return sensitivity_curve(Params(job=fixture_store.job_ids["all"]), store=fixture_store.store).to_pandas()
+
+
+def test_bins_cover_every_token(curve) -> None:
+    assert set(curve.intervention) == set(DEFAULT_INTERVENTIONS)
+    assert (curve.groupby(["run_id", "intervention"]).n_tokens.sum() == 280).all()
+    assert (curve.cos_lo <= curve.cos_sim_mean + 1e-9).all() and (curve.cos_sim_mean <= curve.cos_hi + 1e-9).all()
+    assert curve.bin.between(0, 19).all()
+
+
+@pytest.mark.parametrize(
+    ("intervention", "slope"),
+    [("cos_random_true_norm", COS_RANDOM_TRUE_NORM_SLOPE), ("cos_random_sae_norm", COS_RANDOM_SAE_NORM_SLOPE)],
+)
+def test_planted_linear_sensitivity(curve, intervention: str, slope: float) -> None:
+    rows = curve[(curve.sae == SAE_A.format(layer=0)) & (curve.intervention == intervention)]
+    # kl = slope * (1 - cos) per token, so per bin mean KL = slope * (1 - mean cos) exactly
+    assert rows.kl_mean.to_numpy() == pytest.approx((slope * (1 - rows.cos_sim_mean)).to_numpy(), abs=1e-5)
+    assert rows.kl_mean.is_monotonic_decreasing
+
+
+def test_sae_points_sit_on_the_same_bins(curve) -> None:
+    layer0 = curve[curve.sae == SAE_A.format(layer=0)]
+    sae_bins = layer0[layer0.intervention == "sae"].set_index("bin")
+    random_bins = layer0[layer0.intervention == "cos_random_true_norm"].set_index("bin")
+    assert list(sae_bins.index) == list(random_bins.index)
+    assert sae_bins.cos_sim_mean.to_numpy() == pytest.approx(random_bins.cos_sim_mean.to_numpy())
