@@ -1,0 +1,176 @@
+"""Engine benchmark: saegap vs the naive way vs sae_lens run_evals vs the forward-work bound.
+
+All measured in ONE process on the same model, SAEs and tokens (these machines are
+shared and noisy: compare ratios from one run, not absolute figures across runs).
+
+- saegap: worker.engine.evaluate_batch over the shards, all ten interventions.
+- naive: what the original scripts did: per layer a full clean pass, then per
+  intervention a full forward pass from the embeddings with the hook, KL at every
+  position.
+- bound: the strictly necessary forward work, as plain model passes: one clean pass,
+  then every (intervention, sample) batch from its hook's layer on; no SAE, no KL.
+- run_evals: sae_lens.evals.run_evals per SAE (KL + CE for the SAE and zero ablation)
+  against saegap doing that same work (interventions sae + zero_ablation).
+
+    python bench/engine.py --model demo --sae demo-res --sequences 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from sae_lens.evals import EvalConfig, run_evals
+from sae_lens.training.activation_scaler import ActivationScaler
+from sae_lens.training.activations_store import ActivationsStore
+
+from schema.spec import JobSpec
+from worker.engine import EngineSettings, Target, encode_decode, evaluate_batch, intervened_mask
+from worker.evaluate import PreparedJob, prepare_job, shard_ranges
+from worker.interventions import INTERVENTIONS, Noise, Splice
+from worker.loading import as_tensor
+
+
+REPEATS = 3
+
+
+def timed(work: Callable[[], object]) -> float:
+    """Best of REPEATS wall-clock runs: the least disturbed by other load on a shared machine."""
+    best = float("inf")
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            work()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def saegap(job: PreparedJob, targets: list[Target], settings: EngineSettings) -> None:
+    for start, end in shard_ranges(len(job.tokens), job.spec.sequences_per_shard):
+        tokens = as_tensor(job.tokens[start:end], job.model.cfg.device)
+        evaluate_batch(job.model, targets, tokens, torch.arange(start, end, device=tokens.device), settings)
+
+
+def variants(settings: EngineSettings) -> list[tuple[str, int]]:
+    return [(n, k) for n, iv in settings.interventions.items() for k in range(settings.samples if iv.stochastic else 1)]
+
+
+def naive(job: PreparedJob, targets: list[Target], settings: EngineSettings) -> None:
+    """Per layer: a clean pass, then one full forward pass per intervention (the original scripts)."""
+    model = job.model
+    for start, end in shard_ranges(len(job.tokens), job.spec.sequences_per_shard):
+        tokens = as_tensor(job.tokens[start:end], model.cfg.device)
+        for target in targets:
+            logits, cache = model.run_with_cache(tokens, names_filter=target.hook.name)
+            logp = F.log_softmax(logits.float(), -1)
+            x = target.hook.flatten(cache[target.hook.name])
+            mask = intervened_mask(tokens, settings.scope, settings.special_token_ids)
+            b, p = mask.nonzero(as_tuple=True)
+            x_hat, _ = encode_decode(target.sae, x[mask])
+            splice = Splice(x[mask], x_hat, target.stats, Noise(settings.seed, b + start, p))
+            for name, sample in variants(settings):
+                patched = x.clone()
+                patched[mask] = settings.interventions[name].formula(splice, sample)
+                hook_fn = lambda act, hook, patched=patched: patched.reshape(act.shape)  # noqa: E731
+                logq = F.log_softmax(model.run_with_hooks(tokens, fwd_hooks=[(target.hook.name, hook_fn)]).float(), -1)
+                F.kl_div(logq, logp, log_target=True, reduction="none").sum(-1)
+
+
+def bound(job: PreparedJob, targets: list[Target], settings: EngineSettings) -> None:
+    """One clean pass, then each variant batch from its hook's layer: plain passes, nothing else."""
+    model, n_variants = job.model, len(variants(settings))
+    names = {f"blocks.{t.hook.layer}.hook_resid_pre" for t in targets}
+    for start, end in shard_ranges(len(job.tokens), job.spec.sequences_per_shard):
+        tokens = as_tensor(job.tokens[start:end], model.cfg.device)
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+        rows = max(1, settings.max_tokens_per_pass // tokens.shape[1])
+        for target in targets:
+            resid = cache[f"blocks.{target.hook.layer}.hook_resid_pre"]
+            stacked = resid.repeat(n_variants, 1, 1)  # (K * B, P, D)
+            for chunk in stacked.split(rows):
+                model(chunk, start_at_layer=target.hook.layer)
+
+
+def with_interventions(settings: EngineSettings, names: tuple[str, ...]) -> EngineSettings:
+    return EngineSettings(**{**vars(settings), "interventions": {n: INTERVENTIONS[n] for n in names}})
+
+
+def saelens_run_evals(job: PreparedJob, targets: list[Target]) -> None:
+    tokens = torch.as_tensor(job.tokens).long()
+    config = EvalConfig(
+        batch_size_prompts=job.spec.sequences_per_shard, n_eval_reconstruction_batches=len(tokens) // job.spec.sequences_per_shard,
+        compute_kl=True, compute_ce_loss=True, n_eval_sparsity_variance_batches=0, compute_l2_norms=False,
+        compute_sparsity_metrics=False, compute_variance_metrics=False, compute_featurewise_density_statistics=False,
+        compute_featurewise_weight_based_metrics=False,
+    )  # fmt: skip
+    for target in targets:
+        store = ActivationsStore(
+            model=job.model, dataset=Dataset.from_dict({"input_ids": tokens.tolist()}), d_in=target.sae.cfg.d_in,
+            hook_name=target.hook.name, hook_head_index=None, context_size=tokens.shape[1], prepend_bos=True,
+            streaming=False, store_batch_size_prompts=job.spec.sequences_per_shard, train_batch_size_tokens=4096,
+            n_batches_in_buffer=2, total_training_tokens=10**9, normalize_activations="none",
+            dataset_trust_remote_code=False, dtype="float32", device=torch.device(job.model.cfg.device),
+            seqpos_slice=(None,), disable_concat_sequences=True, sequence_separator_token="bos",
+        )  # fmt: skip
+        run_evals(target.sae, store, job.model, ActivationScaler(), config, exclude_special_tokens=True)
+
+
+def report_scale(job: PreparedJob, label: str, targets: list[Target], run_naive: bool) -> None:
+    settings = job.settings
+    work = len(job.tokens) * job.tokens.shape[1] * len(targets) * len(variants(settings))
+    t_saegap = timed(lambda: saegap(job, targets, settings))
+    t_bound = timed(lambda: bound(job, targets, settings))
+    line = f"| {label} | {work / t_saegap:,.0f} | {t_saegap:.2f} s | {t_bound:.2f} s ({t_saegap / t_bound:.2f}x) |"
+    if run_naive:
+        t_naive = timed(lambda: naive(job, targets, settings))
+        line += f" {t_naive:.2f} s ({t_naive / t_saegap:.2f}x) | {t_naive / t_bound:.2f}x |"
+    else:
+        line += " not run | |"
+    print(line, flush=True)
+
+
+def report_run_evals(job: PreparedJob) -> None:
+    same_work = with_interventions(job.settings, ("sae", "zero_ablation"))
+    t_saegap = timed(lambda: saegap(job, job.targets, same_work))
+    t_evals = timed(lambda: saelens_run_evals(job, job.targets))
+    print(f"\nrun_evals (KL + CE, SAE + zero ablation, {len(job.targets)} SAEs): "
+          f"saegap {t_saegap:.2f} s, run_evals {t_evals:.2f} s, run_evals / saegap = {t_evals / t_saegap:.2f}x")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--sae", action="append", default=None, help="repeatable; default demo-res")
+    parser.add_argument("--tokens", default="demo")
+    parser.add_argument("--sequences", type=int, default=64)
+    parser.add_argument("--per-shard", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--skip-naive", action="store_true", help="the naive loop is slow on big models")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="best of N runs per figure")
+    args = parser.parse_args()
+    globals()["REPEATS"] = args.repeats
+    spec = JobSpec(
+        model=args.model, saes=args.sae or ["demo-res"], tokens=args.tokens, n_sequences=args.sequences,
+        sequences_per_shard=args.per_shard, device=args.device,
+    )  # fmt: skip
+    job = prepare_job(spec)
+    print(f"model {spec.model} on {job.model.cfg.device}, {len(job.targets)} SAEs, {args.sequences} x "
+          f"{job.tokens.shape[1]} tokens, {len(variants(job.settings))} interventions, torch threads "
+          f"{torch.get_num_threads()}\n")  # fmt: skip
+    print("| scale | saegap token-interventions/s | saegap | bound (saegap / bound) | naive (naive / saegap) "
+          "| bound's advantage over naive |\n|---|---|---|---|---|---|")  # fmt: skip
+    saegap(job, job.targets[:1], job.settings)  # warm-up: first-call allocations and kernel selection
+    middle = len(job.targets) // 2
+    report_scale(job, f"one layer ({job.targets[middle].hook.name})", job.targets[middle : middle + 1], True)
+    report_scale(job, f"all {len(job.targets)} layers", job.targets, not args.skip_naive)
+    report_run_evals(job)
+
+
+if __name__ == "__main__":
+    main()
