@@ -34,7 +34,6 @@ from worker.evaluate import PreparedJob, prepare_job, shard_ranges
 from worker.interventions import INTERVENTIONS, Noise, Splice
 from worker.loading import as_tensor
 
-
 REPEATS = 3
 
 
@@ -102,9 +101,9 @@ def with_interventions(settings: EngineSettings, names: tuple[str, ...]) -> Engi
 
 
 def saelens_run_evals(job: PreparedJob, targets: list[Target]) -> None:
-    tokens = torch.as_tensor(job.tokens).long()
+    tokens, per_shard = torch.as_tensor(job.tokens).long(), job.spec.sequences_per_shard
     config = EvalConfig(
-        batch_size_prompts=job.spec.sequences_per_shard, n_eval_reconstruction_batches=len(tokens) // job.spec.sequences_per_shard,
+        batch_size_prompts=per_shard, n_eval_reconstruction_batches=len(tokens) // per_shard,
         compute_kl=True, compute_ce_loss=True, n_eval_sparsity_variance_batches=0, compute_l2_norms=False,
         compute_sparsity_metrics=False, compute_variance_metrics=False, compute_featurewise_density_statistics=False,
         compute_featurewise_weight_based_metrics=False,
@@ -139,8 +138,8 @@ def report_run_evals(job: PreparedJob) -> None:
     same_work = with_interventions(job.settings, ("sae", "zero_ablation"))
     t_saegap = timed(lambda: saegap(job, job.targets, same_work))
     t_evals = timed(lambda: saelens_run_evals(job, job.targets))
-    print(f"\nrun_evals (KL + CE, SAE + zero ablation, {len(job.targets)} SAEs): "
-          f"saegap {t_saegap:.2f} s, run_evals {t_evals:.2f} s, run_evals / saegap = {t_evals / t_saegap:.2f}x")  # fmt: skip
+    print(f"\nrun_evals (KL + CE, SAE + zero ablation, {len(job.targets)} SAEs): saegap {t_saegap:.2f} s, "
+          f"run_evals {t_evals:.2f} s, run_evals / saegap = {t_evals / t_saegap:.2f}x")  # fmt: skip
 
 
 def main() -> None:
