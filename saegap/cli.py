@@ -14,7 +14,9 @@ import logging
 import sys
 
 # name -> module holding configure()/run(); one line per command.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "report": "analysis.commands.report",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

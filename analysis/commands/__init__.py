@@ -1,0 +1,1 @@
+"""Console subcommands owned by analysis/ (registered in saegap/cli.py)."""
