@@ -4,68 +4,115 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
+from pydantic import Field
 
-from analysis.base import SELECTED_RUNS, Scope, ScopedFilters, read
+from analysis.base import GAPS, SELECTED_RUNS, Scope, ScopedFilters, empty_like, read
 
 
 class Params(ScopedFilters):
     scope: Scope | None = None  # per-run answer; either scope
+    spearman_tokens: int = Field(
+        default=200_000, ge=3, le=2_000_000, description="tokens per run Spearman ranks (a hash sample above this)"
+    )
 
 
 # Per-token quantities the seed correlates with the gap (REFERENCE.md §1, item 6). Token
 # frequency: occurrences of the token id among the run's evaluated (intervened) tokens.
-VARIABLES = ("position", "cos_sim", "l0", "norm", "eps", "token_frequency")
+TOKEN_VARIABLES = ("position", "cos_sim", "l0", "norm", "eps")
+VARIABLES = (*TOKEN_VARIABLES, "token_frequency")
 
+# Intervened tokens with a gap and every variable (an intervened token has them all).
+_FACTS = f"""
+WITH {SELECTED_RUNS}, {GAPS},
+facts AS (
+  SELECT g.run_id, g.sequence AS key_sequence, g.position AS key_position, t.token_id, g.kl_gap::DOUBLE AS kl_gap,
+         {", ".join(f"t.{v}::DOUBLE AS {v}" for v in TOKEN_VARIABLES)}
+  FROM gaps g JOIN tokens t USING (run_id, sequence, position)
+  WHERE t.intervened AND g.kl_gap IS NOT NULL AND {" AND ".join(f"t.{v} IS NOT NULL" for v in TOKEN_VARIABLES)}
+)"""
 
-def _average_rank(column: str) -> str:
-    """Spearman's rank with ties sharing their average rank, per run."""
-    return (
-        f"rank() OVER (PARTITION BY run_id ORDER BY {column}) "
-        f"+ (count(*) OVER (PARTITION BY run_id, {column}) - 1) / 2.0 AS rank_{column}"
-    )
-
-
-def _correlations(column: str) -> str:
-    return (
-        f"corr(kl_gap, {column}) AS pearson_{column}, corr(rank_kl_gap, rank_{column}) AS spearman_{column}, "
-        f"regr_count(kl_gap, {column}) AS n_{column}"
-    )
-
-
-_RANKS = ",\n         ".join(_average_rank(c) for c in ("kl_gap", *VARIABLES))
-_STATS = ",\n       ".join(_correlations(c) for c in VARIABLES)
-_LONG = "\nUNION ALL ".join(
-    f"SELECT job_id, run_id, sae, layer, '{c}' AS variable, n_{c} AS n, "
-    f"pearson_{c} AS pearson, spearman_{c} AS spearman FROM stats"
-    for c in VARIABLES
+_SUMS = ",\n       ".join(
+    f"sum({v}) AS sx_{v}, sum({v} * {v}) AS sxx_{v}, sum(kl_gap * {v}) AS sxy_{v}" for v in TOKEN_VARIABLES
 )
 
-# Rows lacking a variable (no next token, say) drop out of that variable's pair only; a
-# correlation needs 3 complete pairs, fewer give no row.
-SQL = f"""
-WITH {SELECTED_RUNS},
-gaps AS (
-  SELECT g.job_id, g.run_id, g.sae, g.layer, g.kl_gap, g.position::DOUBLE AS position,
-         g.cos_sim::DOUBLE AS cos_sim, g.l0::DOUBLE AS l0, g.norm::DOUBLE AS norm, g.eps::DOUBLE AS eps,
-         count(*) OVER (PARTITION BY g.run_id, g.token_id)::DOUBLE AS token_frequency
-  FROM token_gaps g JOIN selected USING (run_id)
-  WHERE g.intervened AND g.kl_gap IS NOT NULL
-),
-ranked AS (
-  SELECT *, {_RANKS}
-  FROM gaps
-),
-stats AS (
-  SELECT job_id, run_id, sae, layer, {_STATS}
-  FROM ranked GROUP BY ALL
-),
-long AS ({_LONG})
-SELECT * FROM long
-WHERE n >= 3
-ORDER BY job_id, layer, run_id, variable
+# Sufficient statistics per (run, token id): Pearson for every variable follows by summing
+# them, token frequency included (every occurrence of a token id has x = its count n), so
+# no per-token window or frequency join runs over 10^7 rows.
+PARTIALS_SQL = f"""{_FACTS}
+SELECT run_id, token_id, count(*) AS n, sum(kl_gap) AS sy, sum(kl_gap * kl_gap) AS syy,
+       {_SUMS}
+FROM facts
+GROUP BY run_id, token_id
 """
+
+# The tokens Spearman ranks: each run's hash sample (draw in [0, 1) from the token's key,
+# so the same tokens every time) of about $spearman_tokens tokens; all of them below that.
+SAMPLE_SQL = f"""{_FACTS}
+SELECT run_id, token_id, kl_gap, {", ".join(TOKEN_VARIABLES)}
+FROM facts
+WHERE (hash(run_id, key_sequence, key_position) % 1000000) / 1e6 < $fractions[list_position($sample_runs, run_id)]
+"""
+
+RUNS_SQL = f"WITH {SELECTED_RUNS} SELECT job_id, run_id, sae, layer FROM selected"
+
+SCHEMA = pa.schema(
+    [("job_id", pa.int64()), ("run_id", pa.int64()), ("sae", pa.string()), ("layer", pa.int32()),
+     ("variable", pa.string()), ("n", pa.int64()), ("pearson", pa.float64()), ("spearman", pa.float64()),
+     ("spearman_n", pa.int64())]
+)  # fmt: skip
 
 
 def gap_correlates(params: Params, store: Any = None) -> pa.Table:
-    return read(SQL, params.bind(), store)
+    partials = read(PARTIALS_SQL, params.bind(), store).to_pandas()
+    if partials.empty:
+        return empty_like(SCHEMA)
+    pearson = _pearson(partials)
+    runs = pearson.groupby("run_id").n.first()
+    fractions = np.minimum(1.0, params.spearman_tokens / runs.to_numpy())
+    sample_params = {**params.bind(), "sample_runs": runs.index.tolist(), "fractions": fractions.tolist()}
+    sample = read(SAMPLE_SQL, sample_params, store).to_pandas()
+    frequency = partials[["run_id", "token_id", "n"]].rename(columns={"n": "token_frequency"})
+    spearman = _spearman(sample.merge(frequency, on=["run_id", "token_id"]))
+    run_facts = read(RUNS_SQL, params.bind(), store).to_pandas()
+    rows = pearson.merge(spearman, on=["run_id", "variable"], how="left").merge(run_facts, on="run_id")
+    rows = rows[rows.n >= 3].sort_values(["job_id", "layer", "run_id", "variable"])  # a correlation needs 3 pairs
+    rows["spearman_n"] = rows.spearman_n.fillna(0)  # a run whose hash sample came out empty
+    return pa.Table.from_pandas(rows[SCHEMA.names], schema=SCHEMA, preserve_index=False)
+
+
+def _correlation(
+    n: np.ndarray, sx: np.ndarray, sy: np.ndarray, sxx: np.ndarray, syy: np.ndarray, sxy: np.ndarray
+) -> np.ndarray:
+    """Pearson r from sums over n pairs; NaN where either side is constant."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (n * sxy - sx * sy) / np.sqrt((n * sxx - sx * sx) * (n * syy - sy * sy))
+
+
+def _pearson(partials: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, variable): n and Pearson r, from the per-token-id sums."""
+    counts = partials.n.astype(np.float64)
+    partials = partials.assign(  # x = token frequency = n for each of the n occurrences
+        sx_token_frequency=counts * counts, sxx_token_frequency=counts**3, sxy_token_frequency=counts * partials.sy
+    )
+    totals = partials.drop(columns="token_id").groupby("run_id").sum()
+    rows = []
+    for variable in VARIABLES:
+        sx, sxx, sxy = (totals[f"{p}_{variable}"].to_numpy() for p in ("sx", "sxx", "sxy"))
+        n = totals.n.to_numpy(np.float64)
+        r = _correlation(n, sx, totals.sy.to_numpy(), sxx, totals.syy.to_numpy(), sxy)
+        rows.append(pd.DataFrame({"run_id": totals.index, "variable": variable, "n": totals.n, "pearson": r}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _spearman(sample: pd.DataFrame) -> pd.DataFrame:
+    """Spearman = Pearson of average ranks (ties share their mean rank), per run and variable."""
+    rows = []
+    for run_id, tokens in sample.groupby("run_id"):
+        ranks = tokens[["kl_gap", *VARIABLES]].rank(method="average")
+        for variable in VARIABLES:
+            rho = ranks.kl_gap.corr(ranks[variable]) if len(tokens) >= 3 else np.nan
+            rows.append({"run_id": run_id, "variable": variable, "spearman": rho, "spearman_n": len(tokens)})
+    return pd.DataFrame(rows, columns=["run_id", "variable", "spearman", "spearman_n"])

@@ -31,28 +31,28 @@ class Params(InterventionFilters):
 # in log space; values outside [kl_min, kl_max] are clamped into bins 0 and bins - 1.
 SQL = f"""
 WITH {SELECTED_RUNS},
-records AS (
+records AS NOT MATERIALIZED (  -- read twice: scanning beats materialising 10^8 rows
   SELECT run_id, intervention, kl
   FROM interventions JOIN selected USING (run_id)
   WHERE sample = 0 AND {INTERVENTION_FILTER}
 ),
-binned AS (
+counts AS (
   SELECT run_id, intervention,
          least($bins - 1, greatest(0, floor(
-           (ln(greatest(kl, $kl_min)) - ln($kl_min)) / (ln($kl_max) - ln($kl_min)) * $bins)))::INTEGER AS bin
-  FROM records
+           (ln(greatest(kl, $kl_min)) - ln($kl_min)) / (ln($kl_max) - ln($kl_min)) * $bins)))::INTEGER AS bin,
+         count(*) AS n
+  FROM records GROUP BY ALL
 ),
 tails AS (
   SELECT run_id, intervention, quantile_cont(kl, 0.999) AS kl_p999, count(*) AS n_group
   FROM records GROUP BY ALL
 )
-SELECT r.job_id, r.run_id, r.sae, r.layer, b.intervention, b.bin,
-       exp(ln($kl_min) + b.bin * (ln($kl_max) - ln($kl_min)) / $bins) AS bin_lo,
-       exp(ln($kl_min) + (b.bin + 1) * (ln($kl_max) - ln($kl_min)) / $bins) AS bin_hi,
-       count(*) AS n, count(*) / any_value(t.n_group) AS fraction, any_value(t.kl_p999) AS kl_p999
-FROM binned b JOIN tails t USING (run_id, intervention) JOIN selected r USING (run_id)
-GROUP BY ALL
-ORDER BY r.job_id, r.layer, r.run_id, b.intervention, b.bin
+SELECT r.job_id, r.run_id, r.sae, r.layer, c.intervention, c.bin,
+       exp(ln($kl_min) + c.bin * (ln($kl_max) - ln($kl_min)) / $bins) AS bin_lo,
+       exp(ln($kl_min) + (c.bin + 1) * (ln($kl_max) - ln($kl_min)) / $bins) AS bin_hi,
+       c.n, c.n / t.n_group AS fraction, t.kl_p999
+FROM counts c JOIN tails t USING (run_id, intervention) JOIN selected r USING (run_id)
+ORDER BY r.job_id, r.layer, r.run_id, c.intervention, c.bin
 """
 
 

@@ -60,7 +60,7 @@ def layer_summary(params: Params, store: Any = None) -> pa.Table:
     quantiles = read(QUANTILES_SQL, bound, store).to_pandas()
     frames = [_summarise_job(rows, params) for _, rows in per_sequence.groupby("job_id")]
     frames = [frame for frame in frames if len(frame)]
-    if not frames:
+    if not frames:  # no records, or no group with two sequences
         return empty_like(SCHEMA)
     summary = pd.concat(frames).merge(quantiles, on=["job_id", "run_id", "intervention"])
     summary = summary.sort_values(["job_id", "layer", "run_id", "intervention"])
@@ -69,51 +69,53 @@ def layer_summary(params: Params, store: Any = None) -> pa.Table:
 
 def _summarise_job(rows: pd.DataFrame, params: Params) -> pd.DataFrame:
     """Point estimates and bootstrap CIs for every (run, intervention) of one job."""
-    rows = rows[rows.groupby(["run_id", "intervention"]).sequence.transform("nunique") >= 2]  # CI needs 2
-    if rows.empty:
-        return pd.DataFrame()
-    wide = rows.pivot_table(
-        index="sequence",
-        columns=["run_id", "intervention"],
-        values=["kl_sum", "kl_count", "loss_sum", "loss_count"],
-        aggfunc="sum",
-        fill_value=0.0,
-    )  # (S, 4 x G): one column per statistic and group
-    groups = wide["kl_sum"].columns  # MultiIndex (run_id, intervention)
-    kl = _estimate(wide, "kl", groups, params)
-    loss = _estimate(wide, "loss", groups, params)
-    frame = pd.DataFrame(index=groups).reset_index()
-    frame["kl_mean"], frame["kl_mean_lo"], frame["kl_mean_hi"] = kl.point, kl.low, kl.high
-    frame["loss_delta_mean"], frame["loss_delta_mean_lo"], frame["loss_delta_mean_hi"] = loss.point, loss.low, loss.high
-    ratio = _ratio_to_baseline(kl, groups, params.confidence)
-    frame["kl_ratio"], frame["kl_ratio_lo"], frame["kl_ratio_hi"] = ratio
-    counts = rows.groupby(["run_id", "intervention"]).agg(
-        n_tokens=("n_tokens", "sum"), n_sequences=("sequence", "nunique")
+    keys = ["run_id", "intervention"]
+    group_index = rows.groupby(keys, sort=True).ngroup().to_numpy()  # (N,) group of each row
+    frame = rows[keys].drop_duplicates().sort_values(keys).reset_index(drop=True)  # row g = group g
+    sequence_index = np.unique(rows.sequence.to_numpy(), return_inverse=True)[1]  # (N,)
+    n_groups, n_sequences = len(frame), int(sequence_index.max()) + 1
+    dense = {}
+    for column in ("kl_sum", "loss_sum", "kl_count", "loss_count"):
+        matrix = np.zeros((n_sequences, n_groups))  # (S, G); a row per (group, sequence) at most
+        matrix[sequence_index, group_index] = rows[column].to_numpy(np.float64)
+        dense[column] = matrix
+    # kl and loss side by side: one bootstrap, the same sequence draws for both (S, 2G)
+    kl_loss = _Estimate(
+        np.concatenate([dense["kl_sum"], dense["loss_sum"]], axis=1),
+        np.concatenate([dense["kl_count"], dense["loss_count"]], axis=1),
+        params,
     )
-    return frame.merge(counts.reset_index(), on=["run_id", "intervention"]).assign(job_id=rows.job_id.iloc[0])
+    kl = kl_loss.take(slice(0, n_groups))
+    frame["kl_mean"], frame["kl_mean_lo"], frame["kl_mean_hi"] = kl.point, kl.low, kl.high
+    loss = kl_loss.take(slice(n_groups, 2 * n_groups))
+    frame["loss_delta_mean"], frame["loss_delta_mean_lo"], frame["loss_delta_mean_hi"] = loss.point, loss.low, loss.high
+    frame["kl_ratio"], frame["kl_ratio_lo"], frame["kl_ratio_hi"] = _ratio_to_baseline(kl, frame, params.confidence)
+    frame["n_tokens"] = np.bincount(group_index, weights=rows.n_tokens.to_numpy(), minlength=n_groups).astype(np.int64)
+    frame["n_sequences"] = np.bincount(group_index, minlength=n_groups)  # one row per (group, sequence)
+    return frame[frame.n_sequences >= 2].assign(job_id=rows.job_id.iloc[0])  # a CI needs two sequences
 
 
 class _Estimate:
-    """Point means, bootstrap replicates and their interval for every group."""
+    """Point means, bootstrap replicates and their interval for every group (column)."""
 
-    def __init__(self, sums: np.ndarray, counts: np.ndarray, params: Params, seed: int) -> None:
+    def __init__(self, sums: np.ndarray, counts: np.ndarray, params: Params) -> None:
         with np.errstate(invalid="ignore", divide="ignore"):
             self.point = sums.sum(axis=0) / counts.sum(axis=0)  # (G,)
-        self.replicates = bootstrap_means(sums, counts, params.n_boot, seed)  # (B, G)
+        self.replicates = bootstrap_means(sums, counts, params.n_boot, params.seed)  # (B, G)
         self.low, self.high = percentile_interval(self.replicates, params.confidence)
 
+    def take(self, columns: slice) -> _Estimate:
+        """The estimate of some groups only (same replicates)."""
+        part = object.__new__(_Estimate)
+        part.point, part.replicates = self.point[columns], self.replicates[:, columns]
+        part.low, part.high = self.low[columns], self.high[columns]
+        return part
 
-def _estimate(wide: pd.DataFrame, stat: str, groups: pd.MultiIndex, params: Params) -> _Estimate:
-    """Estimate for the `stat` columns; every statistic uses the same seed, so the same replicates."""
-    sums = wide[f"{stat}_sum"][groups].to_numpy(np.float64)  # (S, G)
-    counts = wide[f"{stat}_count"][groups].to_numpy(np.float64)  # (S, G)
-    return _Estimate(sums, counts, params, params.seed)
 
-
-def _ratio_to_baseline(kl: _Estimate, groups: pd.MultiIndex, confidence: float) -> tuple[np.ndarray, ...]:
+def _ratio_to_baseline(kl: _Estimate, groups: pd.DataFrame, confidence: float) -> tuple[np.ndarray, ...]:
     """Mean KL over the same run's eps_random mean KL: point and paired-bootstrap interval."""
-    positions = {key: index for index, key in enumerate(groups)}
-    baseline = np.array([positions.get((run_id, BASELINE), -1) for run_id, _ in groups])  # (G,) column or -1
+    positions = {key: index for index, key in enumerate(zip(groups.run_id, groups.intervention, strict=True))}
+    baseline = np.array([positions.get((run_id, BASELINE), -1) for run_id in groups.run_id])  # (G,) column or -1
     missing = baseline < 0
     safe = np.where(missing, 0, baseline)
     with np.errstate(invalid="ignore", divide="ignore"):
