@@ -1,7 +1,7 @@
 """Time every analysis module on synthetic records at (up to) the seed's scale.
 
     .venv/bin/python -m bench.analysis --data-dir .work/bench-analysis --tokens 2000000 --layers 12
-    .venv/bin/python -m bench.analysis --data-dir DIR --job N   # time an existing job instead
+    .venv/bin/python -m bench.analysis --data-dir .work/bench-store --job 1   # bench/store.py's data
 
 (Run it as a module: as a script, bench/ comes first on sys.path and this file would
 shadow the `analysis` package.)
@@ -186,17 +186,20 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=2_000_000, help="tokens per layer (seed: 2M)")
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--sequences-per-shard", type=int, default=512)
-    parser.add_argument("--job", type=int, help="time this existing all-token job instead of generating one")
-    parser.add_argument("--single-job", type=int, help="time this existing single-token job instead of generating one")
+    parser.add_argument("--job", type=int, help="time this existing job (nothing is generated)")
+    parser.add_argument("--single-job", type=int, help="with --job: also time this existing single-token job")
     parser.add_argument("--single-sequences", type=int, default=1000, help="sequences of the single-token job")
     parser.add_argument("--samples", type=int, default=500, help="eps_random draws per position (seed: 500)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with Store.open(StoreConfig(data_dir=args.data_dir)) as store:
-        job_id = args.job or generate(store, args.tokens, args.layers, args.sequences_per_shard)
-        single_id = args.single_job or generate_single_token(store, args.single_sequences, args.samples, 100)
-        for job in (job_id, single_id):
+        if args.job:  # an existing store (e.g. bench/store.py's): time what is there, write nothing
+            jobs = [args.job, *([args.single_job] if args.single_job else [])]
+        else:
+            jobs = [generate(store, args.tokens, args.layers, args.sequences_per_shard),
+                    generate_single_token(store, args.single_sequences, args.samples, 100)]  # fmt: skip
+        for job in jobs:
             spec = store.get_job(job).spec
             results = time_modules(store, job, args.repeats)
             print(f"job {job} ({spec.scope.kind}): {spec.n_sequences} sequences x {len(spec.saes)} layers, "
