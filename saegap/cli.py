@@ -15,6 +15,12 @@ import sys
 
 # name -> module holding configure()/run(); one line per command.
 COMMANDS: dict[str, str] = {
+    "evaluate": "worker.commands.evaluate",
+    "submit": "worker.commands.submit",
+    "status": "worker.commands.status",
+    "jobs": "worker.commands.jobs",
+    "cancel": "worker.commands.cancel",
+    "worker": "worker.commands.worker",
     "report": "analysis.commands.report",
 }
 

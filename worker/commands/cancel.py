@@ -1,0 +1,24 @@
+"""Cancel a job: its remaining shards are skipped; records of finished shards stay."""
+
+from __future__ import annotations
+
+import argparse
+
+from schema.errors import UnknownJobError
+from worker import jobs
+from worker.commands import err, out
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", type=int, help="job id")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        jobs.cancel(args.job)
+        status = jobs.get_job(args.job).status
+    except UnknownJobError as error:
+        err(str(error))
+        return 1
+    out(f"job {args.job}: {status}")
+    return 0

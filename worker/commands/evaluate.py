@@ -1,0 +1,119 @@
+"""Evaluate SAEs and baselines on a model, wait for it, and print the headline table per layer.
+
+`saegap evaluate` with no arguments runs the bundled demo job in this process: the demo
+model, every layer's demo-res SAE, the bundled tokens, all-token scope, DEFAULT_SEQUENCES
+sequences. Flags or --spec FILE change it. With SAEGAP_BROKER_URL set the job goes to the
+queue and this command waits for the workers. Records land in the store (SAEGAP_DATA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import pandas as pd
+from tqdm import tqdm
+
+from schema.jobs import JobInfo, Progress
+from schema.spec import JobSpec
+from schema.store import Store
+from schema.tables import FINISHED_STATUSES
+from worker import jobs
+from worker.commands import err, out, spec_args
+
+DEFAULT_SEQUENCES = 256  # the no-argument run; sized to finish in minutes on a 2-core CPU
+POLL_S = 1.0
+OTHER_KL_HEADER = "mean KL"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    spec_args.configure(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        spec = spec_args.spec_from_args(args, defaults={"n_sequences": DEFAULT_SEQUENCES})
+    except spec_args.SpecError as error:
+        err(str(error))
+        return 2
+    store = Store.open()
+    job = wait_for_queued(spec, store) if jobs.queue_configured() else run_here(spec, store)
+    if job.status != "done":
+        err(f"job {job.id} {job.status}: {job.error or 'no error recorded'}")
+        return 1
+    out(headline_table(job.id, store))
+    out(where_records_are(job.id, store))
+    return 0
+
+
+def run_here(spec: JobSpec, store: Store) -> JobInfo:
+    """Embedded: plan and run in this process, a bar advancing per shard."""
+    from worker.embedded import run_job
+
+    job_id = jobs.create(spec, store)
+    with _Bar(job_id) as bar:
+        return run_job(job_id, store, on_shard=bar.update)
+
+
+def wait_for_queued(spec: JobSpec, store: Store) -> JobInfo:
+    """Queued: send the job, poll its progress until it finishes."""
+    job_id = jobs.enqueue(spec, store=store)
+    with _Bar(job_id) as bar:
+        while (progress := store.progress(job_id)).status not in FINISHED_STATUSES:
+            bar.update(progress)
+            time.sleep(POLL_S)
+        bar.update(progress)
+    return store.get_job(job_id)
+
+
+class _Bar:
+    """A tqdm bar on stderr counting shards, with tokens/s and the store's ETA in its postfix."""
+
+    def __init__(self, job_id: int) -> None:
+        self.bar = tqdm(desc=f"job {job_id}", unit="shard", file=sys.stderr, total=None)
+
+    def update(self, progress: Progress) -> None:
+        self.bar.total = progress.shards_total or None
+        self.bar.n = progress.shards_done
+        rate = f"{progress.tokens_per_second:,.0f} tok/s" if progress.tokens_per_second else "-"
+        eta = f"{progress.eta_seconds:.0f}s" if progress.eta_seconds is not None else "-"
+        self.bar.set_postfix_str(f"{progress.status}, {rate}, ETA {eta}")
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+def headline_table(job_id: int, store: Store) -> str:
+    """Per layer: mean KL of every intervention, sae/eps_random ratio [95% CI], mean CE increase, tokens."""
+    from analysis.layer_summary import Params, layer_summary
+
+    summary = layer_summary(Params(job=job_id), store=store).to_pandas()
+    if summary.empty:
+        return f"job {job_id}: no records to summarise (a CI needs at least 2 sequences)"
+    keys = ["layer", "hook_name"]
+    kl = summary.pivot_table(index=keys, columns="intervention", values="kl_mean", sort=False)
+    sae = summary[summary.intervention == "sae"].set_index(keys)
+    table = pd.DataFrame(index=kl.index)
+    table["tokens"] = sae.n_tokens
+    for name in ["sae", "eps_random", *[c for c in kl.columns if c not in ("sae", "eps_random")]]:
+        table[f"KL {name}"] = kl[name].map("{:.4f}".format)
+    table["sae/eps_random [95% CI]"] = [
+        f"{r.kl_ratio:.2f} [{r.kl_ratio_lo:.2f}, {r.kl_ratio_hi:.2f}]" for r in sae.itertuples()
+    ]
+    table["dCE sae"] = sae.loss_delta_mean.map("{:+.4f}".format)
+    header = f"job {job_id}: mean KL(clean || patched) per layer and intervention; dCE = mean CE-loss increase"
+    return header + "\n" + table.reset_index().to_string(index=False)
+
+
+def where_records_are(job_id: int, store: Store) -> str:
+    config = store.config
+    location = config.database_url or str(config.data_dir.resolve())
+    example = (
+        f'saegap sql "SELECT layer, intervention, avg(kl) AS kl FROM token_records '
+        f'WHERE job_id = {job_id} GROUP BY ALL ORDER BY ALL"'
+    )
+    return f"records: job {job_id} in {location} (Parquet under {config.lake_data_path()})\nexample: {example}"

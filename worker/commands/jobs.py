@@ -1,0 +1,23 @@
+"""List recent jobs, newest first."""
+
+from __future__ import annotations
+
+import argparse
+
+from worker import jobs
+from worker.commands import out
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+
+
+def run(args: argparse.Namespace) -> int:
+    found = jobs.list_jobs(limit=args.limit)
+    out(f"{'id':>5}  {'status':<9}  {'shards':>9}  {'tokens':>11}  {'created (UTC)':<19}  model / SAEs")
+    for job in found:
+        shards = f"{job.shards_done}/{job.shards_total}"
+        created = job.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        what = f"{job.spec.model} / {', '.join(job.spec.saes)}"
+        out(f"{job.id:>5}  {job.status:<9}  {shards:>9}  {job.tokens_done:>11,}  {created:<19}  {what}")
+    return 0

@@ -1,0 +1,48 @@
+"""Show one job's status and progress (default: the newest job)."""
+
+from __future__ import annotations
+
+import argparse
+
+from schema.errors import UnknownJobError
+from schema.jobs import JobInfo, Progress
+from worker import jobs
+from worker.commands import err, out
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", nargs="?", type=int, help="job id (default: the newest)")
+
+
+def run(args: argparse.Namespace) -> int:
+    job_id = args.job if args.job is not None else _newest()
+    if job_id is None:
+        err("no jobs yet")
+        return 1
+    try:
+        job, progress = jobs.get_job(job_id), jobs.progress(job_id)
+    except UnknownJobError as error:
+        err(str(error))
+        return 1
+    out(describe(job, progress))
+    return 0
+
+
+def _newest() -> int | None:
+    newest = jobs.list_jobs(limit=1)
+    return newest[0].id if newest else None
+
+
+def describe(job: JobInfo, progress: Progress) -> str:
+    lines = [
+        f"job {job.id}: {job.status}",
+        f"model {job.spec.model}; SAEs {', '.join(job.spec.saes)}; scope {job.spec.scope.kind}",
+        f"shards {progress.shards_done}/{progress.shards_total}; tokens {progress.tokens_done:,}",
+    ]
+    if progress.tokens_per_second:
+        lines.append(f"{progress.tokens_per_second:,.0f} tokens/s over {progress.elapsed_seconds:.0f}s")
+    if progress.eta_seconds is not None:
+        lines.append(f"ETA {progress.eta_seconds:.0f}s")
+    if job.error:
+        lines.append(f"error: {job.error}")
+    return "\n".join(lines)

@@ -1,0 +1,27 @@
+"""Queue a job for the workers and print its id (needs SAEGAP_BROKER_URL).
+
+Same flags as `saegap evaluate`; without --n-sequences the whole token set is used.
+Follow it with `saegap status JOB`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from worker import jobs
+from worker.commands import err, out, spec_args
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    spec_args.configure(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        spec = spec_args.spec_from_args(args)
+        job_id = jobs.enqueue(spec)
+    except (spec_args.SpecError, jobs.QueueNotConfigured) as error:
+        err(str(error))
+        return 2
+    out(str(job_id))
+    return 0
