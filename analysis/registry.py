@@ -12,10 +12,13 @@ from analysis import (
     gap_correlates,
     kl_histogram,
     layer_summary,
+    loss_histogram,
     sae_metrics,
     sensitivity_curve,
     sigma_draws,
     sigma_test,
+    token_contexts,
+    token_sample,
     top_tokens,
 )
 from analysis.base import AnalysisModule
@@ -25,6 +28,7 @@ _ORDER: tuple[ModuleType, ...] = (
     layer_summary,
     sae_metrics,
     kl_histogram,
+    loss_histogram,
     by_position,
     downstream,
     sigma_test,
@@ -34,6 +38,8 @@ _ORDER: tuple[ModuleType, ...] = (
     top_tokens,
     sensitivity_curve,
     compare_saes,
+    token_sample,
+    token_contexts,
 )
 
 

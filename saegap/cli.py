@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "cancel": "worker.commands.cancel",
     "worker": "worker.commands.worker",
     "report": "analysis.commands.report",
+    "ui": "ui.commands.ui",
 }
 
 

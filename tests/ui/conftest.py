@@ -1,0 +1,29 @@
+"""UI fixtures: the seeded analysis store as the environment's default store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixture_store import Fixture
+
+APP = Path(__file__).resolve().parents[2] / "ui" / "app.py"
+
+
+@pytest.fixture
+def ui_store(fixture_store: Fixture, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fixture]:
+    """Point SAEGAP_DATA at the fixture store, so the UI's default store (read and job API) is it."""
+    import streamlit as st
+
+    import worker.jobs
+
+    monkeypatch.setenv("SAEGAP_DATA", str(fixture_store.store.config.data_dir))
+    monkeypatch.delenv("SAEGAP_DATABASE_URL", raising=False)
+    monkeypatch.delenv("SAEGAP_BROKER_URL", raising=False)
+    worker.jobs._default_store.cache_clear()  # opened once per process; reopen on the fixture's dir
+    st.cache_data.clear()
+    yield fixture_store
+    worker.jobs._default_store.cache_clear()
+    st.cache_data.clear()

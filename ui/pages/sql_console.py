@@ -1,0 +1,45 @@
+"""SQL console: one read-only statement through schema.read.query, with a time limit and a row cap."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from schema.errors import QueryTimeoutError, RowLimitError, WriteRefusedError
+from schema.read import query
+
+EXAMPLE = """SELECT layer, intervention, avg(kl) AS kl_mean, count(*) AS n
+FROM interventions JOIN runs USING (run_id)
+GROUP BY ALL ORDER BY layer, intervention"""
+
+
+def _run(sql: str, timeout_s: float, max_rows: int) -> None:
+    try:
+        table = query(sql, timeout_s=timeout_s, max_rows=max_rows)
+    except WriteRefusedError as error:
+        st.error(f"Refused: this console only reads. {error}")
+        return
+    except (QueryTimeoutError, RowLimitError) as error:
+        st.error(str(error))
+        return
+    except Exception as error:  # DuckDB's own message (syntax, unknown column) is the clearest one
+        st.error(f"Query failed: {error}")
+        return
+    frame = table.to_pandas()
+    st.caption(f"{len(frame):,} rows")
+    st.dataframe(frame, hide_index=True, width="stretch")
+    st.download_button("Download CSV", frame.to_csv(index=False), file_name="saegap-query.csv", mime="text/csv")
+
+
+st.title("SQL console")
+st.caption(
+    "Read-only: one SELECT (or WITH / DESCRIBE / SHOW / SUMMARIZE / EXPLAIN) over the tables runs, tokens, "
+    "interventions and the views token_records, token_gaps. Writes and multiple statements are refused."
+)
+with st.form("sql"):
+    sql = st.text_area("SQL", EXAMPLE, height=160)
+    left, right = st.columns(2)
+    timeout_s = left.number_input("Time limit (s)", min_value=1.0, max_value=300.0, value=30.0)
+    max_rows = right.number_input("Row cap", min_value=1, max_value=1_000_000, value=10_000)
+    pressed = st.form_submit_button("Run", type="primary")
+if pressed:
+    _run(sql, float(timeout_s), int(max_rows))
