@@ -21,10 +21,20 @@ def _broker_url() -> str:
     return os.environ.get("SAEGAP_BROKER_URL") or "memory://"
 
 
+def apply_env(celery: Celery) -> None:
+    """Broker, backend and visibility timeout from the environment (read at import; call again after changing it)."""
+    broker = _broker_url()
+    celery.conf.update(
+        broker_url=broker,
+        result_backend=os.environ.get("SAEGAP_RESULT_BACKEND") or os.environ.get("SAEGAP_BROKER_URL") or None,
+        broker_transport_options={
+            "visibility_timeout": int(os.environ.get("SAEGAP_VISIBILITY_TIMEOUT", _DEFAULT_VISIBILITY_TIMEOUT_S))
+        },
+    )
+
+
 app = Celery("saegap", include=["worker.tasks"])
 app.conf.update(
-    broker_url=_broker_url(),
-    result_backend=os.environ.get("SAEGAP_RESULT_BACKEND") or os.environ.get("SAEGAP_BROKER_URL") or None,
     task_serializer="json",
     result_serializer="json",
     accept_content=["json"],
@@ -36,7 +46,5 @@ app.conf.update(
     worker_hijack_root_logger=False,
     result_expires=3600,
     broker_connection_retry_on_startup=True,
-    broker_transport_options={
-        "visibility_timeout": int(os.environ.get("SAEGAP_VISIBILITY_TIMEOUT", _DEFAULT_VISIBILITY_TIMEOUT_S))
-    },
 )
+apply_env(app)
