@@ -9,6 +9,7 @@ queue and this command waits for the workers. Records land in the store (SAEGAP_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 
@@ -52,7 +53,8 @@ def run_here(spec: JobSpec, store: Store) -> JobInfo:
     from worker.embedded import run_job
 
     job_id = jobs.create(spec, store)
-    with _Bar(job_id) as bar:
+    # TransformerLens prints while loading ("Changing model dtype ..."): keep stdout for the table.
+    with _Bar(job_id) as bar, contextlib.redirect_stdout(sys.stderr):
         return run_job(job_id, store, on_shard=bar.update)
 
 
