@@ -50,10 +50,14 @@ class StoreConfig(BaseModel):
         path = self.data_path or str((self.data_dir / "lake").resolve())
         return path if path.endswith("/") else path + "/"
 
+    def sqlite_catalog_path(self) -> Path:
+        """The DuckLake catalog file of a local store."""
+        return (self.data_dir / "lake.sqlite").resolve()
+
     def lake_catalog(self) -> str:
         """The DuckLake ATTACH target: a SQLite file, or the PostgreSQL database as libpq conninfo."""
         if self.database_url is None:
-            return f"ducklake:sqlite:{(self.data_dir / 'lake.sqlite').resolve()}"
+            return f"ducklake:sqlite:{self.sqlite_catalog_path()}"
         url = make_url(self.database_url)
         if not self.uses_postgres:
             raise ValueError(f"SAEGAP_DATABASE_URL must be a PostgreSQL URL, got backend {url.get_backend_name()!r}")

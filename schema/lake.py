@@ -7,9 +7,11 @@ never block writers; concurrent commits that conflict raise and are retried here
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +51,8 @@ def connect(config: StoreConfig, *, read_only: bool) -> duckdb.DuckDBPyConnectio
     )
     for package, name in _EXTENSIONS:
         conn.execute(f"LOAD '{extension_path(package, name)}'")
+    if not config.uses_postgres:
+        _prepare_sqlite_catalog(config.sqlite_catalog_path())
     options = [f"DATA_PATH '{config.lake_data_path()}'"]
     if config.uses_postgres:
         options.append(f"METADATA_SCHEMA '{LAKE_METADATA_SCHEMA}'")
@@ -71,15 +75,27 @@ def _confine(conn: duckdb.DuckDBPyConnection, config: StoreConfig) -> None:
     conn.execute("SET lock_configuration = true")
 
 
+def _prepare_sqlite_catalog(path: Path) -> None:
+    """Put the SQLite catalog in WAL mode (a file property, set once): readers then never block the
+    committing writer. In the default rollback-journal mode a reader's lock made commits fail with
+    'database is locked' and DuckLake's retries back off for seconds."""
+    with contextlib.closing(sqlite3.connect(path, timeout=60)) as catalog:
+        if catalog.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            catalog.execute("PRAGMA journal_mode=WAL")
+
+
 def is_retryable(error: duckdb.Error) -> bool:
     return isinstance(error, duckdb.TransactionException) or any(m in str(error).lower() for m in _RETRYABLE)
 
 
-def with_retries(conn: duckdb.DuckDBPyConnection, work: Callable[[], T], *, attempts: int = 12) -> T:
+def with_retries(conn: duckdb.DuckDBPyConnection, work: Callable[[], T], *, attempts: int = 40) -> T:
     """Run `work` inside BEGIN/COMMIT; on a retryable conflict roll back, back off and rerun it.
 
     `work` must be safe to rerun from scratch (it is: a shard write deletes before inserting).
-    Backoff doubles from 20 ms with jitter, capped at 2 s (about 15 s over all attempts).
+    Backoff doubles from 10 ms with jitter, capped at 1 s (about 35 s over all attempts). SQLite
+    catalogs need this often: a commit whose read snapshot went stale fails at once with
+    'database is locked' (SQLITE_BUSY_SNAPSHOT; a busy timeout cannot help), i.e. optimistic
+    concurrency, and the rerun succeeds.
     """
     for attempt in range(attempts):
         try:
@@ -91,7 +107,7 @@ def with_retries(conn: duckdb.DuckDBPyConnection, work: Callable[[], T], *, atte
             _rollback_quietly(conn)
             if not is_retryable(error):
                 raise
-            delay = min(2.0, 0.02 * 2**attempt) * random.uniform(0.5, 1.5)
+            delay = min(1.0, 0.01 * 2**attempt) * random.uniform(0.5, 1.5)
             log.debug("lake transaction conflict (attempt %d): %s; retrying in %.2fs", attempt + 1, error, delay)
             time.sleep(delay)
     raise WriteConflictError(f"lake transaction still conflicted after {attempts} attempts")

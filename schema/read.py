@@ -16,12 +16,15 @@ the lake's tables (runs, tokens, interventions) and views (token_records, token_
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
+import time
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
+from schema import lake
 from schema.config import LAKE_ALIAS, StoreConfig
 from schema.errors import QueryTimeoutError, RowLimitError, WriteRefusedError
 from schema.store import Store
@@ -35,13 +38,31 @@ def query(
 ) -> pa.Table:
     """Run one read-only statement on the store (default: Store.open() from the environment)."""
     check_read_only(sql)
-    cursor = _read_cursor(store or default_store())
-    timer = threading.Timer(timeout_s, cursor.interrupt)
+    store = store or default_store()
+    deadline = time.monotonic() + timeout_s
+    for attempt in itertools.count():
+        try:
+            return _run_once(store, sql, params, deadline - time.monotonic(), max_rows)
+        except duckdb.Error as error:
+            # A busy SQLite catalog ("database is locked") is transient: rerun while time is left.
+            if not lake.is_retryable(error) or time.monotonic() + _retry_delay(attempt) >= deadline:
+                raise
+            time.sleep(_retry_delay(attempt))
+    raise AssertionError("unreachable")
+
+
+def _retry_delay(attempt: int) -> float:
+    return min(0.5, 0.01 * 2**attempt)
+
+
+def _run_once(store: Store, sql: str, params: Params, timeout_s: float, max_rows: int) -> pa.Table:
+    cursor = _read_cursor(store)
+    timer = threading.Timer(max(timeout_s, 0.0), cursor.interrupt)
     timer.start()
     try:
         return _fetch_capped(cursor.execute(sql, params), max_rows)
     except duckdb.InterruptException as error:
-        raise QueryTimeoutError(f"query ran past {timeout_s:g} s and was interrupted") from error
+        raise QueryTimeoutError("query ran past its time limit and was interrupted") from error
     finally:
         timer.cancel()
         cursor.close()
@@ -74,7 +95,7 @@ def _explained_statement(sql: str) -> duckdb.Statement:
 
 
 def _fetch_capped(result: duckdb.DuckDBPyConnection, max_rows: int) -> pa.Table:
-    reader = result.fetch_record_batch(_BATCH_ROWS)
+    reader = result.to_arrow_reader(_BATCH_ROWS)
     batches, rows = [], 0
     for batch in reader:
         rows += batch.num_rows

@@ -1,0 +1,198 @@
+"""Concurrent writers, a reader during the writes, and writers killed mid-shard, on real engines."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from schema import lake, read
+from schema.config import StoreConfig
+from schema.spec import JobSpec
+from schema.store import Store
+from tests.schema.records import VERSIONS, run_meta, synthetic_shard
+
+WRITERS = 4
+SHARDS_PER_WRITER = 50
+SEQUENCES_PER_SHARD = 2
+POSITIONS = 8
+INTERVENTIONS = ("sae", "eps_random", "zero_ablation")
+RETRIED_PER_WRITER = 3  # each writer rewrites its first shards once more (salt 1): replaced, not added
+TOKEN_ROWS = SEQUENCES_PER_SHARD * POSITIONS  # per run and shard
+INTERVENTION_ROWS = TOKEN_ROWS * len(INTERVENTIONS)
+SPAWN = mp.get_context("spawn")
+
+
+def _records(run_ids: list[int], seq_range: tuple[int, int], salt: float, positions: int = POSITIONS) -> dict:
+    return {run_id: synthetic_shard(*seq_range, positions, INTERVENTIONS, salt) for run_id in run_ids}
+
+
+Shards = list[tuple[int, tuple[int, int]]]  # (shard id, (seq_start, seq_end))
+
+
+def _write_shards(config: StoreConfig, job_id: int, run_ids: list[int], shards: Shards) -> None:
+    """Child process: start, write and finish each shard; rewrite the first few (a retried shard)."""
+    store = Store.open(config)
+    for number, (shard_id, seq_range) in enumerate(shards):
+        store.start_shard(shard_id, f"writer-{os.getpid()}")
+        written = store.write_shard(job_id, shard_id, _records(run_ids, seq_range, salt=0.0))
+        if number < RETRIED_PER_WRITER:
+            written = store.write_shard(job_id, shard_id, _records(run_ids, seq_range, salt=1.0))
+        store.finish_shard(shard_id, rows_written=written.rows, tokens=written.tokens)
+    store.close()
+
+
+def _read_loop(config: StoreConfig, runs: int, stop: Any, results: Any) -> None:
+    """Child process: count rows per shard until told to stop; every shard seen must be complete."""
+    store = Store.open(config)
+    reads, problems = 0, []
+    full = {"tokens": TOKEN_ROWS * runs, "interventions": INTERVENTION_ROWS * runs}
+    while not stop.is_set() or reads < 2:
+        try:
+            for table, expected in full.items():
+                counts = read.query(f"SELECT shard_id, count(*) AS n FROM {table} GROUP BY shard_id", store=store)
+                per_shard = zip(counts.column("shard_id").to_pylist(), counts.column("n").to_pylist(), strict=True)
+                problems += [f"{table} shard {s}: {n} rows" for s, n in per_shard if n != expected]
+            reads += 1
+            time.sleep(0.1)  # a polling UI, not a spin loop: leave the 2 cores to the writers
+        except Exception as error:  # the point of the test: record any failure of a reader
+            problems.append(f"read failed: {error!r}")
+    results.put((reads, problems))
+    store.close()
+
+
+def _job_with_shards(store: Store, shards: int) -> tuple[int, list[int], Shards]:
+    spec = JobSpec(model="tiny", saes=["tiny-res/blocks.0", "tiny-res/blocks.1"], tokens="tiny", sequences_per_shard=2)
+    job_id = store.create_job(spec, VERSIONS)
+    run_ids = store.add_runs(job_id, [run_meta(0), run_meta(1)])
+    ranges = [(SEQUENCES_PER_SHARD * i, SEQUENCES_PER_SHARD * (i + 1)) for i in range(shards)]
+    return job_id, run_ids, list(zip(store.add_shards(job_id, ranges), ranges, strict=True))
+
+
+def test_four_writers_and_a_reader_every_row_exactly_once(store: Store, store_config: StoreConfig) -> None:
+    job_id, run_ids, shards = _job_with_shards(store, WRITERS * SHARDS_PER_WRITER)
+    stop, results = SPAWN.Event(), SPAWN.Queue()
+    reader = SPAWN.Process(target=_read_loop, args=(store_config, len(run_ids), stop, results))
+    writers = [
+        SPAWN.Process(target=_write_shards, args=(store_config, job_id, run_ids, shards[w::WRITERS]))
+        for w in range(WRITERS)
+    ]
+    reader.start()
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=240)
+    stop.set()
+    reads, problems = results.get(timeout=120)
+    reader.join(timeout=30)
+
+    assert [w.exitcode for w in writers] == [0] * WRITERS
+    assert problems == []
+    assert reads >= 2
+    _assert_exactly_once(store, job_id, shards, len(run_ids))
+    progress = store.progress(job_id)
+    assert (progress.shards_done, progress.shards_total, progress.status) == (len(shards), len(shards), "done")
+    assert progress.tokens_done == len(shards) * TOKEN_ROWS
+
+
+def _assert_exactly_once(store: Store, job_id: int, shards: list, runs: int) -> None:
+    counts = read.query(
+        """SELECT count(*) AS rows,
+                  count(DISTINCT (run_id, sequence, position, intervention, sample)) AS keys,
+                  count(DISTINCT shard_id) AS shards,
+                  count(*) FILTER (WHERE kl % 1 = 0.5) AS bad
+           FROM interventions""",
+        store=store,
+    ).to_pylist()[0]
+    assert counts == {"rows": len(shards) * INTERVENTION_ROWS * runs, "keys": len(shards) * INTERVENTION_ROWS * runs,
+                      "shards": len(shards), "bad": 0}  # fmt: skip
+    retried = [shard_id for w in range(WRITERS) for shard_id, _ in shards[w::WRITERS][:RETRIED_PER_WRITER]]
+    salts = read.query(
+        "SELECT DISTINCT shard_id, kl % 1000 - position AS salt FROM interventions"
+        " WHERE shard_id IN (SELECT unnest(?))",
+        [retried],
+        store=store,
+    ).to_pylist()
+    assert sorted(salts, key=lambda r: r["shard_id"]) == [{"shard_id": s, "salt": 1.0} for s in sorted(retried)]
+
+
+def _write_then_hang(config: StoreConfig, job_id: int, run_ids: list[int], shard: tuple, ready: Any) -> None:
+    """Child process: do a shard's whole write inside its transaction, signal, and wait there to be killed."""
+    store = Store.open(config)
+    unpatched = lake.with_retries
+
+    def hang_before_commit(conn: Any, work: Any, **kwargs: Any) -> Any:
+        def work_then_hang() -> None:
+            work()
+            ready.set()
+            time.sleep(600)
+
+        return unpatched(conn, work_then_hang, **kwargs)
+
+    lake.with_retries = hang_before_commit  # fault injection into this child only
+    shard_id, seq_range = shard
+    store.write_shard(job_id, shard_id, _records(run_ids, seq_range, salt=1.0, positions=4 * POSITIONS))
+
+
+def _rewrite_forever(config: StoreConfig, job_id: int, run_ids: list[int], shard: tuple) -> None:
+    """Child process: rewrite one shard again and again, alternating its size, until killed."""
+    store = Store.open(config)
+    shard_id, seq_range = shard
+    for attempt in range(10_000):
+        positions = POSITIONS * (1 + attempt % 2) * 50
+        store.write_shard(job_id, shard_id, _records(run_ids, seq_range, salt=0.0, positions=positions))
+
+
+def _shard_counts(store: Store, shard_id: int) -> tuple[int, int]:
+    row = read.query(
+        "SELECT (SELECT count(*) FROM tokens WHERE shard_id = $s) AS t,"
+        " (SELECT count(*) FROM interventions WHERE shard_id = $s) AS i",
+        {"s": shard_id},
+        store=store,
+    ).to_pylist()[0]
+    return row["t"], row["i"]
+
+
+def test_writer_killed_inside_a_shard_write_leaves_no_partial_shard(store: Store, store_config: StoreConfig) -> None:
+    job_id, run_ids, shards = _job_with_shards(store, 2)
+    store.write_shard(job_id, shards[0][0], _records(run_ids, shards[0][1], salt=0.0))
+    ready = SPAWN.Event()
+    child = SPAWN.Process(target=_write_then_hang, args=(store_config, job_id, run_ids, shards[0], ready))
+    child.start()
+    assert ready.wait(timeout=120), "child never reached the point inside its transaction"
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(timeout=30)
+    assert child.exitcode == -signal.SIGKILL
+
+    # The earlier attempt (salt 0, POSITIONS) is intact; nothing of the killed one shows.
+    assert _shard_counts(store, shards[0][0]) == (2 * TOKEN_ROWS, 2 * INTERVENTION_ROWS)
+    kls = read.query("SELECT DISTINCT kl % 1000 - position AS salt FROM interventions", store=store)
+    assert kls.column("salt").to_pylist() == [0.0]
+
+    bigger = _records(run_ids, shards[0][1], salt=1.0, positions=4 * POSITIONS)
+    written = store.write_shard(job_id, shards[0][0], bigger)
+    assert _shard_counts(store, shards[0][0]) == (written.token_rows, written.intervention_rows)
+    assert written.token_rows == 2 * 4 * TOKEN_ROWS
+
+
+def test_writer_killed_at_a_random_moment_leaves_a_whole_attempt(store: Store, store_config: StoreConfig) -> None:
+    job_id, run_ids, shards = _job_with_shards(store, 1)
+    child = SPAWN.Process(target=_rewrite_forever, args=(store_config, job_id, run_ids, shards[0]))
+    child.start()
+    deadline = time.monotonic() + 120
+    while _shard_counts(store, shards[0][0]) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.7)  # a few more rewrites, then kill wherever it is
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(timeout=30)
+
+    sizes = {positions: (2 * SEQUENCES_PER_SHARD * positions, 2 * SEQUENCES_PER_SHARD * positions * len(INTERVENTIONS))
+             for positions in (POSITIONS * 50, POSITIONS * 100)}  # fmt: skip
+    assert _shard_counts(store, shards[0][0]) in sizes.values()
+    written = store.write_shard(job_id, shards[0][0], _records(run_ids, shards[0][1], salt=0.0))
+    assert _shard_counts(store, shards[0][0]) == (written.token_rows, written.intervention_rows)
+    assert isinstance(read.query("SELECT count(*) FROM token_gaps", store=store), pa.Table)
