@@ -25,6 +25,4 @@ def test_compose_config_is_valid() -> None:
     assert worker["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert "container_name" not in worker  # --scale worker=N needs unnamed containers
     assert worker["environment"]["SAEGAP_BROKER_URL"] == "redis://redis:6379/0"
-    assert resolved["services"]["ui"]["ports"][0]["target"] == 8501 or "8501" in str(
-        resolved["services"]["ui"]["ports"]
-    )
+    assert "8501" in str(resolved["services"]["ui"]["ports"])
