@@ -22,23 +22,23 @@ class Params(InterventionFilters):
 
 
 # One row per (run, intervention, sequence): the bootstrap's resampling unit. Samples
-# of a random intervention all count towards its mean; n_tokens counts sample 0 only.
+# of a random intervention all count towards its mean.
 PER_SEQUENCE_SQL = f"""
 WITH {SELECTED_RUNS}
 SELECT r.job_id, run_id, i.intervention, i.sequence,
        sum(i.kl) AS kl_sum, count(*) AS kl_count,
-       coalesce(sum(i.loss_delta), 0) AS loss_sum, count(i.loss_delta) AS loss_count,
-       count(*) FILTER (WHERE i.sample = 0) AS n_tokens
+       coalesce(sum(i.loss_delta), 0) AS loss_sum, count(i.loss_delta) AS loss_count
 FROM interventions i JOIN selected r USING (run_id)
 WHERE {INTERVENTION_FILTER}
 GROUP BY ALL
 """
 
-# Order statistics per (run, intervention), computed over all records in SQL.
+# Order statistics per (run, intervention) over all records; n_tokens counts sample 0 only.
 QUANTILES_SQL = f"""
 WITH {SELECTED_RUNS}
 SELECT r.job_id, run_id, r.sae, r.hook_name, r.layer, i.intervention,
-       quantile_cont(i.kl, 0.5) AS kl_median, quantile_cont(i.kl, 0.999) AS kl_p999
+       quantile_cont(i.kl, 0.5) AS kl_median, quantile_cont(i.kl, 0.999) AS kl_p999,
+       count(*) FILTER (WHERE i.sample = 0) AS n_tokens
 FROM interventions i JOIN selected r USING (run_id)
 WHERE {INTERVENTION_FILTER}
 GROUP BY ALL
@@ -90,7 +90,6 @@ def _summarise_job(rows: pd.DataFrame, params: Params) -> pd.DataFrame:
     loss = kl_loss.take(slice(n_groups, 2 * n_groups))
     frame["loss_delta_mean"], frame["loss_delta_mean_lo"], frame["loss_delta_mean_hi"] = loss.point, loss.low, loss.high
     frame["kl_ratio"], frame["kl_ratio_lo"], frame["kl_ratio_hi"] = _ratio_to_baseline(kl, frame, params.confidence)
-    frame["n_tokens"] = np.bincount(group_index, weights=rows.n_tokens.to_numpy(), minlength=n_groups).astype(np.int64)
     frame["n_sequences"] = np.bincount(group_index, minlength=n_groups)  # one row per (group, sequence)
     return frame[frame.n_sequences >= 2].assign(job_id=rows.job_id.iloc[0])  # a CI needs two sequences
 

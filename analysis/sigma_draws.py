@@ -21,13 +21,11 @@ class Params(SigmaParams):
 
 SQL = f"""
 WITH {SELECTED_RUNS},
-tested AS (
-  SELECT run_id, sequence, position
+tested AS (  -- as in sigma_test: a draw numbered min_samples-1 means enough draws
+  SELECT DISTINCT run_id, sequence, position
   FROM interventions JOIN selected USING (run_id)
-  WHERE intervention = $baseline AND ($sequence IS NULL OR sequence = $sequence)
+  WHERE intervention = $baseline AND sample = $min_samples - 1 AND ($sequence IS NULL OR sequence = $sequence)
     AND ($position IS NULL OR position = $position)
-  GROUP BY ALL
-  HAVING count(*) >= $min_samples
 )
 SELECT r.job_id, r.run_id, r.layer, i.sequence, i.position, i.sample, i.kl, s.kl AS kl_sae
 FROM interventions i

@@ -33,12 +33,17 @@ spliced AS (
   FROM interventions JOIN selected USING (run_id)
   WHERE intervention = 'sae' AND sample = 0
 ),
+tested AS (  -- draws are numbered 0..samples-1: a token with a draw numbered min_samples-1 has enough
+  SELECT DISTINCT run_id, sequence, position
+  FROM interventions JOIN selected USING (run_id)
+  WHERE intervention = $baseline AND sample = $min_samples - 1
+),
 draws AS (
   SELECT run_id, sequence, position, any_value(s.kl_sae) AS kl_sae, count(*) AS n_draws,
          avg(i.kl) AS draw_mean, stddev_samp(i.kl) AS draw_std,
          quantile_cont(i.kl, [0.05, 0.5, 0.95]) AS draw_quantiles, max(i.kl) AS draw_max,
          avg((i.kl >= s.kl_sae)::DOUBLE) AS fraction_draws_above
-  FROM interventions i JOIN selected USING (run_id) JOIN spliced s USING (run_id, sequence, position)
+  FROM interventions i JOIN tested USING (run_id, sequence, position) JOIN spliced s USING (run_id, sequence, position)
   WHERE i.intervention = $baseline
   GROUP BY ALL
   HAVING count(*) >= $min_samples
