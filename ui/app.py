@@ -1,6 +1,6 @@
 """saegap's Streamlit app: one page per question of the seed, plus jobs and a SQL console.
 
-Run with `saegap ui`; pages live in ui/pages/ and read only through ui/data.py.
+Run with `saegap ui`; pages live in ui/views/ and read only through ui/data.py.
 """
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ import streamlit as st
 
 # (file, title, icon) in the seed's order (REFERENCE.md §1); the Jobs page comes first.
 PAGES = (
-    ("pages/jobs.py", "Jobs", ":material/play_circle:"),
-    ("pages/layer_summary.py", "Layer summary", ":material/bar_chart:"),
-    ("pages/distributions.py", "Distributions", ":material/equalizer:"),
-    ("pages/correlations.py", "Correlation explorer", ":material/scatter_plot:"),
-    ("pages/tokens.py", "Tokens", ":material/text_fields:"),
-    ("pages/single_token.py", "Single-token jobs", ":material/timeline:"),
-    ("pages/context.py", "One context", ":material/zoom_in:"),
-    ("pages/sql_console.py", "SQL console", ":material/terminal:"),
+    ("views/jobs.py", "Jobs", ":material/play_circle:"),
+    ("views/layer_summary.py", "Layer summary", ":material/bar_chart:"),
+    ("views/distributions.py", "Distributions", ":material/equalizer:"),
+    ("views/correlations.py", "Correlation explorer", ":material/scatter_plot:"),
+    ("views/tokens.py", "Tokens", ":material/text_fields:"),
+    ("views/single_token.py", "Single-token jobs", ":material/timeline:"),
+    ("views/context.py", "One context", ":material/zoom_in:"),
+    ("views/sql_console.py", "SQL console", ":material/terminal:"),
 )
 
 st.set_page_config(page_title="saegap", layout="wide")

@@ -14,7 +14,7 @@ TIMEOUT_S = 120
 
 def open_page(page: str, fixture: Fixture, job: str | None = None) -> AppTest:
     app = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S).run()
-    app.switch_page(f"pages/{page}.py").run()
+    app.switch_page(f"views/{page}.py").run()
     if job is not None:
         app.sidebar.selectbox[0].select(fixture.job_ids[job]).run()
     assert not app.exception, app.exception

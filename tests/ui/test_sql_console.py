@@ -29,7 +29,7 @@ WRITES = [
 
 def run_sql(sql: str) -> AppTest:
     app = AppTest.from_file(str(APP), default_timeout=60).run()
-    app.switch_page("pages/sql_console.py").run()
+    app.switch_page("views/sql_console.py").run()
     app.text_area[0].set_value(sql)
     app.button[0].click().run()
     assert not app.exception, app.exception
@@ -60,7 +60,7 @@ def test_writes_are_refused_and_change_nothing(ui_store: Fixture, sql: str) -> N
 
 def test_row_cap_is_an_error_not_a_truncation(ui_store: Fixture) -> None:
     app = AppTest.from_file(str(APP), default_timeout=60).run()
-    app.switch_page("pages/sql_console.py").run()
+    app.switch_page("views/sql_console.py").run()
     app.text_area[0].set_value("SELECT * FROM tokens")
     app.number_input[1].set_value(10)
     app.button[0].click().run()

@@ -86,6 +86,8 @@ def _job_list() -> None:
     if jobs.empty:
         st.info("No jobs yet.")
         return
+    latest = jobs.iloc[0]
+    st.markdown(f"Latest: job {latest.job} · **{latest.status}** · shards {latest.shards}")
     st.dataframe(_with_progress(jobs), hide_index=True, width="stretch")
     st.caption(f"{running_threads()} job(s) running in this server's background threads.")
     _cancel(jobs)

@@ -1,0 +1,81 @@
+"""A real browser (Debian chromium via playwright-core) through `saegap ui`: every page, a job submitted and finished.
+
+Needs scripts/setup_browser.sh (chromium + node_modules); the test fails, not skips, without them.
+Screenshots go to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixture_store import build_fixture_store
+from tests.worker.conftest import save_tiny_assets
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIVER = ROOT / "tests" / "ui" / "browser" / "drive.mjs"
+SHOTS = ROOT / "docs" / "screenshots"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen[bytes], timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "saegap ui exited early"
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"saegap ui not healthy at {url} after {timeout_s} s")
+
+
+@pytest.fixture
+def ui_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    build_fixture_store(tmp_path / "store").store.close()
+    assets = save_tiny_assets(tmp_path / "assets", n_sequences=8)
+    port = free_port()
+    env = {**os.environ, "SAEGAP_DATA": str(tmp_path / "store"), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    env.pop("SAEGAP_BROKER_URL", None)
+    command = [sys.executable, "-m", "saegap.cli", "ui", "--port", str(port), "--host", "127.0.0.1"]
+    log = (tmp_path / "ui.log").open("wb")
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", server)
+        yield f"http://127.0.0.1:{port}", assets
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_every_page_in_a_real_browser(ui_server: tuple[str, dict[str, str]]) -> None:
+    url, assets = ui_server
+    assert Path("/usr/bin/chromium").exists() and (DRIVER.parent / "node_modules").exists(), (
+        "run scripts/setup_browser.sh"
+    )
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    sae = (
+        assets["blocks.1.hook_resid_pre"]
+        if "blocks.1.hook_resid_pre" in assets
+        else next(path for key, path in assets.items() if key not in ("model", "tokens"))
+    )
+    command = ["node", str(DRIVER), url, str(SHOTS), assets["model"], sae, assets["tokens"]]
+    done = subprocess.run(command, cwd=DRIVER.parent, capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "done" in done.stdout and "Pearson" in done.stdout
+    for name in ("jobs", "layer_summary", "correlations", "sql_console", "correlations_new_job"):
+        assert (SHOTS / f"{name}.png").stat().st_size > 10_000
