@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "worker": "worker.commands.worker",
     "report": "analysis.commands.report",
     "ui": "ui.commands.ui",
+    "sql": "schema.commands.sql",
+    "export": "schema.commands.export",
 }
 
 

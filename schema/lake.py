@@ -60,12 +60,10 @@ def connect(config: StoreConfig, *, read_only: bool) -> duckdb.DuckDBPyConnectio
         options.append("READ_ONLY")
     conn.execute(f"ATTACH '{config.lake_catalog()}' AS {LAKE_ALIAS} ({', '.join(options)})")
     conn.execute(f"USE {LAKE_ALIAS}")
-    if read_only:
-        _confine(conn, config)
     return conn
 
 
-def _confine(conn: duckdb.DuckDBPyConnection, config: StoreConfig) -> None:
+def confine(conn: duckdb.DuckDBPyConnection, config: StoreConfig) -> None:
     """Readers may touch only the lake's files: no reading /etc/passwd through read_csv."""
     allowed = [config.lake_data_path()]
     if config.database_url is None:

@@ -88,6 +88,7 @@ class Store(JobTables):
         """The read-only lake connection; schema.read.query runs each query on a cursor of it."""
         if self._reader is None:
             self._reader = lake.connect(self.config, read_only=True)
+            lake.confine(self._reader, self.config)
         return self._reader
 
     def add_runs(self, job_id: int, runs: list[RunInfo | dict[str, Any]]) -> list[int]:
@@ -167,7 +168,7 @@ def _insert_arrow(conn: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -
 
 
 def _arrow_or_empty(result: duckdb.DuckDBPyConnection) -> pa.Table:
-    return result.fetch_arrow_table() if result.description else pa.table({})
+    return result.to_arrow_table() if result.description else pa.table({})
 
 
 def _keyed_concat(per_run: list[tuple[int, pa.Table]], shard_id: int, schema: pa.Schema) -> pa.Table:

@@ -1,0 +1,1 @@
+"""`saegap sql` and `saegap export`: the store's console commands."""
