@@ -14,6 +14,9 @@ async function settle(page) {
   await page.waitForFunction(() => !document.querySelector('[data-testid="stSpinner"]'), null, { timeout: 120000 });
   // st.cache_data's "querying the store ..." message is shown while a page's queries run.
   await page.waitForFunction(() => !document.body.innerText.includes("querying the store"), null, { timeout: 120000 });
+  // While the script runs, the toolbar shows a "Stop" button; wait for the run to end.
+  await page.waitForFunction(() => ![...document.querySelectorAll("button")].some((b) => b.innerText.trim() === "Stop"),
+    null, { timeout: 120000 });
   await page.waitForTimeout(1500);
   const failed = await page.locator('[data-testid="stException"]').count();
   if (failed) throw new Error(`exception shown on ${page.url()}: ${await page.locator('[data-testid="stException"]').first().innerText()}`);
