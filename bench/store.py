@@ -33,23 +33,26 @@ from schema.store import Store
 log = logging.getLogger("bench.store")
 VERSIONS = {"torch": "bench", "transformer_lens": "bench", "sae_lens": "bench", "saegap": "bench"}
 
+# Aggregate by run first, then join the 12-row runs table: joining 240M rows to runs before
+# grouping took 5.1 s here, this shape 1.7 s (same result).
 LAYER_SUMMARY = """
-SELECT r.layer, i.intervention, avg(i.kl) AS mean_kl, avg(i.loss_delta) AS mean_loss_delta, count(*) AS n
-FROM interventions i JOIN runs r USING (run_id)
-WHERE i.sample = 0
-GROUP BY ALL ORDER BY r.layer, i.intervention
+WITH per_run AS (
+  SELECT run_id, intervention, avg(kl) AS mean_kl, avg(loss_delta) AS mean_loss_delta, count(*) AS n
+  FROM interventions WHERE sample = 0 GROUP BY run_id, intervention
+)
+SELECT r.layer, p.intervention, p.mean_kl, p.mean_loss_delta, p.n
+FROM per_run p JOIN runs r USING (run_id) ORDER BY r.layer, p.intervention
 """
 
 CROSS_LAYER_GAP_CORR = """
 WITH gaps AS (
-  SELECT r.layer, i.sequence, i.position,
-         max(i.kl) FILTER (WHERE i.intervention = 'sae') - max(i.kl) FILTER (WHERE i.intervention = 'eps_random') AS gap
-  FROM interventions i JOIN runs r USING (run_id)
-  WHERE i.intervention IN ('sae', 'eps_random') AND i.sample = 0
-  GROUP BY ALL
-)
+  SELECT run_id, sequence, position,
+         max(kl) FILTER (WHERE intervention = 'sae') - max(kl) FILTER (WHERE intervention = 'eps_random') AS gap
+  FROM interventions WHERE intervention IN ('sae', 'eps_random') AND sample = 0
+  GROUP BY run_id, sequence, position
+), layered AS (SELECT r.layer, g.* FROM gaps g JOIN runs r USING (run_id))
 SELECT a.layer AS layer_a, b.layer AS layer_b, corr(a.gap, b.gap) AS gap_corr, count(*) AS tokens
-FROM gaps a JOIN gaps b ON b.sequence = a.sequence AND b.position = a.position AND b.layer = a.layer + 1
+FROM layered a JOIN layered b ON b.sequence = a.sequence AND b.position = a.position AND b.layer = a.layer + 1
 GROUP BY ALL ORDER BY layer_a
 """
 
