@@ -7,10 +7,7 @@ them directly. Nothing here touches the store.
 from __future__ import annotations
 
 import logging
-import subprocess
 from dataclasses import dataclass
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -174,20 +171,3 @@ def _run_info(spec: JobSpec, ref: SaeRef, sae: SAE[Any], hook: HookPoint) -> Run
         d_in=sae.cfg.d_in,
         d_sae=sae.cfg.d_sae,
     )
-
-
-def library_versions() -> dict[str, str | None]:
-    """Versions stored with each job so a result can be traced to the code that made it."""
-    names = {"torch": "torch", "transformer_lens": "transformer-lens", "sae_lens": "sae-lens", "saegap": "saegap"}
-    versions: dict[str, str | None] = {key: metadata.version(dist) for key, dist in names.items()}
-    versions["git"] = _git_hash()
-    return versions
-
-
-def _git_hash() -> str | None:
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() or None

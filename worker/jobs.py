@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
 from functools import cache
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -65,7 +67,18 @@ def versions() -> dict[str, Any]:
             found[key] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             found[key] = "not installed"
+    found["git"] = _git_hash()
     return found
+
+
+def _git_hash() -> str | None:
+    """Commit of the saegap checkout, so a result traces to the code that made it; None outside git."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None
 
 
 def create(spec: JobSpec, store: Store | None = None) -> int:
