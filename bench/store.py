@@ -44,6 +44,17 @@ SELECT r.layer, p.intervention, p.mean_kl, p.mean_loss_delta, p.n
 FROM per_run p JOIN runs r USING (run_id) ORDER BY r.layer, p.intervention
 """
 
+# The same means from intervention_sums (written with each shard): ~30x fewer rows to scan.
+LAYER_SUMMARY_FROM_SUMS = """
+WITH per_run AS (
+  SELECT run_id, intervention, sum(kl_sum) / sum(n) AS mean_kl,
+         sum(loss_delta_sum) / sum(loss_delta_n) AS mean_loss_delta, sum(n) AS n
+  FROM intervention_sums GROUP BY run_id, intervention
+)
+SELECT r.layer, p.intervention, p.mean_kl, p.mean_loss_delta, p.n
+FROM per_run p JOIN runs r USING (run_id) ORDER BY r.layer, p.intervention
+"""
+
 CROSS_LAYER_GAP_CORR = """
 WITH gaps AS (
   SELECT run_id, sequence, position,
@@ -151,8 +162,9 @@ def main() -> None:
     config = StoreConfig(data_dir=args.data_dir)
     if not args.reuse:
         shutil.rmtree(args.data_dir, ignore_errors=True)
-    store = Store.open(config)
-    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
+    began = time.perf_counter()
+    store = Store.open(config)  # on a lake from before intervention_sums, this fills it once
+    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "open_s": round(time.perf_counter() - began, 2)}
     if not args.reuse:
         report["ingest"] = ingest(store, args)
     counts = read.query(ROW_COUNTS, store=store).to_pylist()[0]
@@ -160,6 +172,7 @@ def main() -> None:
     report["disk_bytes"] = disk_bytes(config)
     report["bytes_per_row"] = round(report["disk_bytes"] / (counts["tokens"] + counts["interventions"]), 2)
     report["layer_summary"] = time_query(store, LAYER_SUMMARY, args.repeats)
+    report["layer_summary_from_sums"] = time_query(store, LAYER_SUMMARY_FROM_SUMS, args.repeats)
     report["cross_layer_gap_corr"] = time_query(store, CROSS_LAYER_GAP_CORR, args.repeats)
     print(json.dumps(report, indent=2))
     store.close()

@@ -21,7 +21,7 @@ import duckdb
 
 from schema.config import LAKE_ALIAS, LAKE_METADATA_SCHEMA, StoreConfig
 from schema.errors import WriteConflictError
-from schema.relations import VIEW_DDL, table_ddl
+from schema.relations import INTERVENTION_SUMS_SELECT, RECORD_TABLES, VIEW_DDL, table_ddl
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -124,22 +124,24 @@ def ensure_relations(conn: duckdb.DuckDBPyConnection) -> None:
         return
 
     def create() -> None:
+        had_sums = "intervention_sums" in _lake_tables(conn)
         for statement in table_ddl():
             conn.execute(statement)
+        if not had_sums:  # a lake from before intervention_sums existed: fill it once from its records
+            conn.execute(f"INSERT INTO intervention_sums {INTERVENTION_SUMS_SELECT.format(source='interventions')}")
         for statement in VIEW_DDL:
             conn.execute(statement)
 
     with_retries(conn, create)
 
 
+def _lake_tables(conn: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = conn.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE_ALIAS]).fetchall()
+    return {row[0] for row in rows}
+
+
 def _relations_current(conn: duckdb.DuckDBPyConnection) -> bool:
-    tables = {
-        row[0]
-        for row in conn.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE_ALIAS]
-        ).fetchall()
-    }
-    if not {"runs", "tokens", "interventions"} <= tables:
+    if not set(RECORD_TABLES) <= _lake_tables(conn):
         return False
     return all(_stored_view_body(conn, ddl) == _rendered_view_body(conn, ddl) for ddl in VIEW_DDL)
 

@@ -1,5 +1,5 @@
-"""DuckDB DDL of the record relations: tables `runs`, `tokens`, `interventions` and the
-views `token_records` and `token_gaps`. docs/schema.md documents every column.
+"""DuckDB DDL of the record relations: tables `runs`, `tokens`, `interventions`,
+`intervention_sums` and the views `token_records` and `token_gaps`. docs/schema.md documents every column.
 
 Column lists are derived from the Arrow schemas in schema/records.py and the
 intervention names in schema/spec.py, so no list is kept twice.
@@ -48,17 +48,46 @@ STORE_KEYS = pa.schema(
 )
 
 
-def _columns_sql(schema: pa.Schema) -> str:
+def columns_sql(schema: pa.Schema) -> str:
     return ", ".join(f'"{f.name}" {_DUCKDB_TYPES[f.type]}' for f in schema)
 
 
+# Per (run, shard, intervention, position) sums of the interventions rows (all samples),
+# written by the store in the same transaction as the shard's records: per-layer and
+# per-position means read a table ~30x smaller than interventions (see docs/schema.md).
+INTERVENTION_SUMS_SCHEMA = pa.schema(
+    [
+        *STORE_KEYS,
+        pa.field("intervention", pa.string(), nullable=False),
+        pa.field("position", pa.int16(), nullable=False),
+        pa.field("n", pa.int64(), nullable=False),  # interventions rows summed
+        pa.field("kl_sum", pa.float64(), nullable=False),
+        pa.field("kl_sq_sum", pa.float64(), nullable=False),  # for variance: sq/n - (sum/n)^2
+        pa.field("loss_delta_n", pa.int64(), nullable=False),  # rows with a non-null loss_delta
+        pa.field("loss_delta_sum", pa.float64()),
+        pa.field("loss_delta_sq_sum", pa.float64()),
+    ]
+)
+
+# SELECT computing INTERVENTION_SUMS_SCHEMA's rows from a relation with interventions' columns.
+INTERVENTION_SUMS_SELECT = """
+SELECT run_id, shard_id, intervention, position, count(*) AS n,
+       sum(kl::DOUBLE) AS kl_sum, sum(kl::DOUBLE * kl) AS kl_sq_sum,
+       count(loss_delta) AS loss_delta_n, sum(loss_delta::DOUBLE) AS loss_delta_sum,
+       sum(loss_delta::DOUBLE * loss_delta) AS loss_delta_sq_sum
+FROM {source}
+GROUP BY run_id, shard_id, intervention, position
+"""
+
+
 def table_ddl() -> list[str]:
-    """CREATE TABLE statements for the three record tables."""
+    """CREATE TABLE statements for the record tables."""
     keyed = lambda s: pa.schema(list(STORE_KEYS) + list(s))  # noqa: E731
     return [
-        f"CREATE TABLE IF NOT EXISTS runs ({_columns_sql(RUN_SCHEMA)})",
-        f"CREATE TABLE IF NOT EXISTS tokens ({_columns_sql(keyed(TOKEN_SCHEMA))})",
-        f"CREATE TABLE IF NOT EXISTS interventions ({_columns_sql(keyed(INTERVENTION_SCHEMA))})",
+        f"CREATE TABLE IF NOT EXISTS runs ({columns_sql(RUN_SCHEMA)})",
+        f"CREATE TABLE IF NOT EXISTS tokens ({columns_sql(keyed(TOKEN_SCHEMA))})",
+        f"CREATE TABLE IF NOT EXISTS interventions ({columns_sql(keyed(INTERVENTION_SCHEMA))})",
+        f"CREATE TABLE IF NOT EXISTS intervention_sums ({columns_sql(INTERVENTION_SUMS_SCHEMA)})",
     ]
 
 
@@ -102,4 +131,5 @@ JOIN tokens t ON t.run_id = p.run_id AND t.sequence = p.sequence AND t.position 
 JOIN runs r ON r.run_id = p.run_id
 """
 
+RECORD_TABLES: tuple[str, ...] = ("runs", "tokens", "interventions", "intervention_sums")
 VIEW_DDL: tuple[str, ...] = (TOKEN_RECORDS_VIEW, TOKEN_GAPS_VIEW)

@@ -18,11 +18,10 @@ import pyarrow as pa
 
 from schema import lake
 from schema.errors import StoreError
-from schema.relations import VIEW_DDL
+from schema.relations import RECORD_TABLES, VIEW_DDL
 from schema.store import Store
 
 log = logging.getLogger(__name__)
-RECORD_TABLES = ("runs", "tokens", "interventions")
 JOBS_SCHEMA = pa.schema(
     [("job_id", pa.int64()), ("status", pa.string()), ("seed", pa.int64()), ("spec", pa.string()),
      ("versions", pa.string()), ("created_at", pa.timestamp("us", "UTC")), ("finished_at", pa.timestamp("us", "UTC"))]

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from schema import lake, read
 from schema.config import StoreConfig
@@ -110,6 +111,12 @@ def _assert_exactly_once(store: Store, job_id: int, shards: list, runs: int) -> 
     ).to_pylist()[0]
     assert counts == {"rows": len(shards) * INTERVENTION_ROWS * runs, "keys": len(shards) * INTERVENTION_ROWS * runs,
                       "shards": len(shards), "bad": 0}  # fmt: skip
+    sums = read.query(
+        "SELECT sum(n) AS n, count(DISTINCT shard_id) AS shards, sum(kl_sum) AS kl FROM intervention_sums", store=store
+    ).to_pylist()[0]  # written with each shard and replaced with it on a retry
+    totals = read.query("SELECT count(*) AS n, sum(kl::DOUBLE) AS kl FROM interventions", store=store).to_pylist()[0]
+    assert (sums["n"], sums["shards"]) == (totals["n"], len(shards))
+    assert sums["kl"] == pytest.approx(totals["kl"], rel=1e-12)
     retried = [shard_id for w in range(WRITERS) for shard_id, _ in shards[w::WRITERS][:RETRIED_PER_WRITER]]
     salts = read.query(
         "SELECT DISTINCT shard_id, kl % 1000 - position AS salt FROM interventions"

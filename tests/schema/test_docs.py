@@ -10,7 +10,7 @@ from schema.store import Store
 from schema.tables import Base
 
 DOC = Path(__file__).parents[2] / "docs" / "schema.md"
-LAKE_RELATIONS = ("runs", "tokens", "interventions", "token_records", "token_gaps")
+LAKE_RELATIONS = ("runs", "tokens", "interventions", "intervention_sums", "token_records", "token_gaps")
 
 
 def documented() -> dict[str, dict[str, list[str]]]:

@@ -96,6 +96,36 @@ def test_token_records_exact_rows(tmp_store: Store) -> None:
     ]
 
 
+def test_intervention_sums_exact_rows_and_backfilled_on_open(tmp_store: Store) -> None:
+    _, run_id, shard_id = _tiny_shard(tmp_store)
+    sums = "SELECT * EXCLUDE (run_id, shard_id) FROM intervention_sums ORDER BY position, intervention"
+    expected = [
+        (1, "eps_random", 1, 0.125, 0.015625, 1, 0.25, 0.0625),
+        (1, "sae", 1, 0.5, 0.25, 1, 0.75, 0.5625),
+        (2, "eps_random", 2, 9.0, 81.0, 0, None, None),  # two samples summed
+        (2, "sae", 1, 1.0, 1.0, 0, None, None),
+    ]
+    rows = read.query(sums, store=tmp_store).to_pylist()
+    names = (
+        "position",
+        "intervention",
+        "n",
+        "kl_sum",
+        "kl_sq_sum",
+        "loss_delta_n",
+        "loss_delta_sum",
+        "loss_delta_sq_sum",
+    )
+    assert [tuple(row[name] for name in names) for row in rows] == expected
+    keys = read.query("SELECT DISTINCT run_id, shard_id FROM intervention_sums", store=tmp_store).to_pylist()
+    assert keys == [{"run_id": run_id, "shard_id": shard_id}]
+
+    tmp_store.execute_write("DROP TABLE intervention_sums")  # a lake from before the table: filled on open
+    reopened = Store.open(tmp_store.config)
+    assert [tuple(row[n] for n in names) for row in read.query(sums, store=reopened).to_pylist()] == expected
+    reopened.close()
+
+
 def test_reads_that_are_allowed(tmp_store: Store) -> None:
     _tiny_shard(tmp_store)
     assert read.query("WITH t AS (SELECT 2 AS x) SELECT x FROM t", store=tmp_store).to_pylist() == [{"x": 2}]
@@ -121,7 +151,7 @@ def test_writes_and_non_reads_are_refused_and_change_nothing(tmp_store: Store) -
             pass
     assert not_refused == []
     assert read.query(counts, store=tmp_store).to_pylist() == [{"t": 3, "i": 5}]
-    assert read.query("SHOW TABLES", store=tmp_store).num_rows == 5  # no table created, none dropped
+    assert read.query("SHOW TABLES", store=tmp_store).num_rows == 6  # no table created, none dropped
 
 
 def test_reader_cannot_reach_files_outside_the_store(tmp_store: Store) -> None:
