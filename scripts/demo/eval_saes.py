@@ -30,7 +30,7 @@ from scripts.demo.common import (
 from scripts.demo.load_demo import load_demo_model
 
 BATCH_PROMPTS = 32
-CARD_N_BATCHES = 16  # 512 held-out sequences for the reconstruction and for the sparsity/variance pass each
+CARD_N_BATCHES = 8  # 256 held-out sequences for the reconstruction and for the sparsity/variance pass each
 # (group, metric) pairs copied from run_evals' nested output into the card.
 CARD_METRICS: dict[str, tuple[str, str]] = {
     "l0": ("sparsity", "l0"),

@@ -24,7 +24,7 @@ MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 REGISTRY = json.loads((MODELS_DIR / "registry.json").read_text())
 SAE_IDS = [(release, sae_id) for release, entry in REGISTRY["releases"].items() for sae_id in entry["saes"]]
 BOS = "<|endoftext|>"
-# Quick run_evals (2 + 2 batches of 32 held-out sequences) vs the card's figures (16 + 16 batches, a superset of
+# Quick run_evals (2 + 2 batches of 32 held-out sequences) vs the card's figures (8 + 8 batches, a superset of
 # the same rows): absolute tolerance per metric. Sampling spread of 64 vs 512 sequences, not numerical noise.
 CARD_TOLERANCE = {"l0": 3.0, "explained_variance": 0.03, "ce_loss_score": 0.03, "kl_div_with_sae": 0.03}
 
