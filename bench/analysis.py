@@ -166,10 +166,11 @@ def generate_single_token(store: Store, n_seq: int, samples: int, sequences_per_
     return job_id
 
 
-def time_modules(store: Store, job_id: int, repeats: int) -> dict[str, tuple[float, int]]:
-    """Median wall seconds and row count of each module's default answer for the job."""
+def time_modules(store: Store, job_id: int, repeats: int, names: list[str]) -> dict[str, tuple[float, int]]:
+    """Median wall seconds and row count of each named module's default answer for the job."""
     results = {}
-    for name, module in MODULES.items():
+    for name in names:
+        module = MODULES[name]
         seconds, rows = [], 0
         for _ in range(repeats):
             started = time.perf_counter()
@@ -191,6 +192,7 @@ def main() -> None:
     parser.add_argument("--single-sequences", type=int, default=1000, help="sequences of the single-token job")
     parser.add_argument("--samples", type=int, default=500, help="eps_random draws per position (seed: 500)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--modules", help="comma-separated module names (default: every registered module)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with Store.open(StoreConfig(data_dir=args.data_dir)) as store:
@@ -201,7 +203,7 @@ def main() -> None:
                     generate_single_token(store, args.single_sequences, args.samples, 100)]  # fmt: skip
         for job in jobs:
             spec = store.get_job(job).spec
-            results = time_modules(store, job, args.repeats)
+            results = time_modules(store, job, args.repeats, args.modules.split(",") if args.modules else list(MODULES))
             print(f"job {job} ({spec.scope.kind}): {spec.n_sequences} sequences x {len(spec.saes)} layers, "
                   f"{spec.samples} samples")  # fmt: skip
             print("| module | median s | rows |\n|---|---:|---:|")
