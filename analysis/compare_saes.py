@@ -17,20 +17,24 @@ class Params(ScopedFilters):
         return {**super().bind(), "saes": self.saes}
 
 
-# Means over every sample of eps_random; one row per run, grouped by hook so SAEs on one
-# hook sit next to each other (n_saes_on_hook says how many share it within the job).
+# Means over every sample of eps_random (the store's intervention_sums count all samples);
+# one row per run, grouped by hook so SAEs on one hook sit next to each other
+# (n_saes_on_hook says how many share it within the job).
 SQL = f"""
 WITH {SELECTED_RUNS},
 chosen AS (
   SELECT * FROM selected WHERE $saes IS NULL OR list_contains($saes, sae)
 ),
-spliced AS (
+spliced AS (  -- from the store's per-(run, shard, intervention, position) sums: ~30x fewer rows
   SELECT run_id,
-         avg(kl) FILTER (WHERE intervention = 'sae') AS kl_sae,
-         avg(kl) FILTER (WHERE intervention = 'eps_random') AS kl_eps_random,
-         avg(loss_delta) FILTER (WHERE intervention = 'sae') AS loss_delta_sae,
-         avg(loss_delta) FILTER (WHERE intervention = 'eps_random') AS loss_delta_eps_random
-  FROM interventions JOIN chosen USING (run_id)
+         sum(kl_sum) FILTER (WHERE intervention = 'sae') / sum(n) FILTER (WHERE intervention = 'sae') AS kl_sae,
+         sum(kl_sum) FILTER (WHERE intervention = 'eps_random')
+           / sum(n) FILTER (WHERE intervention = 'eps_random') AS kl_eps_random,
+         sum(loss_delta_sum) FILTER (WHERE intervention = 'sae')
+           / NULLIF(sum(loss_delta_n) FILTER (WHERE intervention = 'sae'), 0) AS loss_delta_sae,
+         sum(loss_delta_sum) FILTER (WHERE intervention = 'eps_random')
+           / NULLIF(sum(loss_delta_n) FILTER (WHERE intervention = 'eps_random'), 0) AS loss_delta_eps_random
+  FROM intervention_sums JOIN chosen USING (run_id)
   WHERE intervention IN ('sae', 'eps_random')
   GROUP BY run_id
 ),
