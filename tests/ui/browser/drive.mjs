@@ -8,16 +8,22 @@ const PAGES = ["layer_summary", "distributions", "correlations", "tokens", "sing
 const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
+// True while Streamlit is still running the page's script or its queries.
+function busy() {
+  const text = document.body.innerText;
+  return Boolean(document.querySelector('[data-testid="stStatusWidget"]'))
+    || Boolean(document.querySelector('[data-testid="stSpinner"]'))
+    || text.includes("querying the store")  // st.cache_data's spinner text
+    || [...document.querySelectorAll("button")].some((b) => b.innerText.trim() === "Stop");  // script running
+}
+
 async function settle(page) {
   await page.waitForSelector('[data-testid="stApp"]', { timeout: 60000 });
-  await page.waitForFunction(() => !document.querySelector('[data-testid="stStatusWidget"]'), null, { timeout: 120000 });
-  await page.waitForFunction(() => !document.querySelector('[data-testid="stSpinner"]'), null, { timeout: 120000 });
-  // st.cache_data's "querying the store ..." message is shown while a page's queries run.
-  await page.waitForFunction(() => !document.body.innerText.includes("querying the store"), null, { timeout: 120000 });
-  // While the script runs, the toolbar shows a "Stop" button; wait for the run to end.
-  await page.waitForFunction(() => ![...document.querySelectorAll("button")].some((b) => b.innerText.trim() === "Stop"),
-    null, { timeout: 120000 });
-  await page.waitForTimeout(1500);
+  // A run may start just after navigation: only a page found idle on three checks 1 s apart is done.
+  for (let idle = 0; idle < 3;) {
+    await page.waitForTimeout(1000);
+    idle = (await page.evaluate(busy)) ? 0 : idle + 1;
+  }
   const failed = await page.locator('[data-testid="stException"]').count();
   if (failed) throw new Error(`exception shown on ${page.url()}: ${await page.locator('[data-testid="stException"]').first().innerText()}`);
 }
