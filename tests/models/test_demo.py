@@ -24,9 +24,11 @@ MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 REGISTRY = json.loads((MODELS_DIR / "registry.json").read_text())
 SAE_IDS = [(release, sae_id) for release, entry in REGISTRY["releases"].items() for sae_id in entry["saes"]]
 BOS = "<|endoftext|>"
-# Quick run_evals (2 + 2 batches of 32 held-out sequences) vs the card's figures (8 + 8 batches, a superset of
-# the same rows): absolute tolerance per metric. Sampling spread of 64 vs 512 sequences, not numerical noise.
-CARD_TOLERANCE = {"l0": 3.0, "explained_variance": 0.03, "ce_loss_score": 0.03, "kl_div_with_sae": 0.03}
+# Quick run_evals (2 + 2 batches of 32 held-out rows) vs the card's figures (8 + 8 batches; the reconstruction
+# rows 0-63 are a subset of the card's 0-255, the sparsity/variance rows 64-127 are not in the card's 256-511):
+# absolute tolerance per metric for that sampling spread. Measured for demo-res layer 2: |dL0| 1.6,
+# |dEV| 0.001, |dCE score| 0.002, |dKL| 0.003.
+CARD_TOLERANCE = {"l0": 5.0, "explained_variance": 0.03, "ce_loss_score": 0.03, "kl_div_with_sae": 0.03}
 
 
 def model_dir() -> Path:
