@@ -21,7 +21,7 @@ import duckdb
 
 from schema.config import LAKE_ALIAS, LAKE_METADATA_SCHEMA, StoreConfig
 from schema.errors import WriteConflictError
-from schema.relations import INTERVENTION_SUMS_SELECT, RECORD_TABLES, VIEW_DDL, table_ddl
+from schema.relations import RECORD_TABLES, ROLLUP_SELECTS, VIEW_DDL, table_ddl
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -124,11 +124,12 @@ def ensure_relations(conn: duckdb.DuckDBPyConnection) -> None:
         return
 
     def create() -> None:
-        had_sums = "intervention_sums" in _lake_tables(conn)
+        missing_rollups = [name for name in ROLLUP_SELECTS if name not in _lake_tables(conn)]
         for statement in table_ddl():
             conn.execute(statement)
-        if not had_sums:  # a lake from before intervention_sums existed: fill it once from its records
-            conn.execute(f"INSERT INTO intervention_sums {INTERVENTION_SUMS_SELECT.format(source='interventions')}")
+        for name in missing_rollups:  # a lake from before this rollup existed: fill it once from its records
+            log.info("filling rollup %s from the lake's interventions (once)", name)
+            conn.execute(f"INSERT INTO {name} {ROLLUP_SELECTS[name].format(source='interventions')}")
         for statement in VIEW_DDL:
             conn.execute(statement)
 

@@ -1,5 +1,6 @@
-"""DuckDB DDL of the record relations: tables `runs`, `tokens`, `interventions`,
-`intervention_sums` and the views `token_records` and `token_gaps`. docs/schema.md documents every column.
+"""DuckDB DDL of the record relations: tables `runs`, `tokens`, `interventions`, the
+rollups `intervention_sums`, `sequence_sums`, `kl_bins` and the views `token_records` and
+`token_gaps`. docs/schema.md documents every column.
 
 Column lists are derived from the Arrow schemas in schema/records.py and the
 intervention names in schema/spec.py, so no list is kept twice.
@@ -80,6 +81,78 @@ GROUP BY run_id, shard_id, intervention, position
 """
 
 
+# Per (run, shard, sequence, intervention) sums over all samples: the sequence-level
+# bootstrap of layer_summary reads ~2M of these rows instead of 240M interventions rows.
+SEQUENCE_SUMS_SCHEMA = pa.schema(
+    [
+        *STORE_KEYS,
+        pa.field("sequence", pa.int32(), nullable=False),
+        pa.field("intervention", pa.string(), nullable=False),
+        pa.field("n", pa.int64(), nullable=False),  # interventions rows summed (positions x samples)
+        pa.field("n_sample0", pa.int64(), nullable=False),  # of which sample 0: the tokens counted once
+        pa.field("kl_sum", pa.float64(), nullable=False),
+        pa.field("loss_delta_n", pa.int64(), nullable=False),  # rows with a non-null loss_delta
+        pa.field("loss_delta_sum", pa.float64()),  # NULL when loss_delta_n = 0
+        pa.field("loss_n", pa.int64(), nullable=False),  # rows with a non-null loss (sae_metrics' CE loss)
+        pa.field("loss_sum", pa.float64()),  # NULL when loss_n = 0
+    ]
+)
+
+SEQUENCE_SUMS_SELECT = """
+SELECT run_id, shard_id, sequence, intervention, count(*) AS n, count(*) FILTER (WHERE sample = 0) AS n_sample0,
+       sum(kl::DOUBLE) AS kl_sum, count(loss_delta) AS loss_delta_n, sum(loss_delta::DOUBLE) AS loss_delta_sum,
+       count(loss) AS loss_n, sum(loss::DOUBLE) AS loss_sum
+FROM {source}
+GROUP BY run_id, shard_id, sequence, intervention
+"""
+
+# Fixed log-spaced KL bins of kl_bins: bin b holds KL in [10^(-6 + b/40), 10^(-6 + (b+1)/40)),
+# KL clamped into [KL_BIN_FLOOR, KL_BIN_CEIL] first (so bin 0 also holds KL <= 1e-6, zeros
+# included, and the last bin KL >= 1e2). 40 per decade so that 10, 20 or 40 bins per decade on
+# decade edges (kl_histogram's defaults: 1e-4..1, 10 per decade) re-bin exactly.
+KL_BIN_FLOOR = 1e-6
+KL_BIN_CEIL = 1e2
+KL_BINS_PER_DECADE = 40
+KL_BIN_COUNT = 8 * KL_BINS_PER_DECADE  # decades from 1e-6 to 1e2
+# Quantiles read off the bins are within one bin of the exact ones: a factor of at most this.
+KL_BIN_RATIO = 10 ** (1 / KL_BINS_PER_DECADE)  # ~1.059, i.e. <= 5.9% relative error
+
+# Per (run, shard, intervention, bin) counts of per-token KL over all samples and over sample 0,
+# with the least and greatest KL of the bin: quantiles and histograms without the 240M rows.
+KL_BINS_SCHEMA = pa.schema(
+    [
+        *STORE_KEYS,
+        pa.field("intervention", pa.string(), nullable=False),
+        pa.field("bin", pa.int16(), nullable=False),  # 0 .. KL_BIN_COUNT - 1
+        pa.field("n", pa.int64(), nullable=False),  # interventions rows in the bin (all samples)
+        pa.field("n_sample0", pa.int64(), nullable=False),  # of which sample 0
+        pa.field("kl_min", pa.float32(), nullable=False),  # least kl in the bin (all samples)
+        pa.field("kl_max", pa.float32(), nullable=False),  # greatest kl in the bin (all samples)
+    ]
+)
+
+KL_BINS_SELECT = f"""
+SELECT run_id, shard_id, intervention, bin, count(*) AS n, count(*) FILTER (WHERE sample = 0) AS n_sample0,
+       min(kl) AS kl_min, max(kl) AS kl_max
+FROM (
+  SELECT run_id, shard_id, intervention, sample, kl,
+         least({KL_BIN_COUNT - 1}, greatest(0, floor(
+           (log10(greatest(kl::DOUBLE, {KL_BIN_FLOOR})) + 6) * {KL_BINS_PER_DECADE})))::SMALLINT AS bin
+  FROM {{source}}
+)
+GROUP BY run_id, shard_id, intervention, bin
+"""
+
+# Rollup table -> the SELECT computing its rows from a relation with interventions' columns.
+# write_shard inserts each for the shard's rows in the shard's transaction; lake.ensure_relations
+# fills a rollup missing from an existing lake once from `interventions`.
+ROLLUP_SELECTS: dict[str, str] = {
+    "intervention_sums": INTERVENTION_SUMS_SELECT,
+    "sequence_sums": SEQUENCE_SUMS_SELECT,
+    "kl_bins": KL_BINS_SELECT,
+}
+
+
 def table_ddl() -> list[str]:
     """CREATE TABLE statements for the record tables."""
     keyed = lambda s: pa.schema(list(STORE_KEYS) + list(s))  # noqa: E731
@@ -88,6 +161,8 @@ def table_ddl() -> list[str]:
         f"CREATE TABLE IF NOT EXISTS tokens ({columns_sql(keyed(TOKEN_SCHEMA))})",
         f"CREATE TABLE IF NOT EXISTS interventions ({columns_sql(keyed(INTERVENTION_SCHEMA))})",
         f"CREATE TABLE IF NOT EXISTS intervention_sums ({columns_sql(INTERVENTION_SUMS_SCHEMA)})",
+        f"CREATE TABLE IF NOT EXISTS sequence_sums ({columns_sql(SEQUENCE_SUMS_SCHEMA)})",
+        f"CREATE TABLE IF NOT EXISTS kl_bins ({columns_sql(KL_BINS_SCHEMA)})",
     ]
 
 
@@ -131,5 +206,5 @@ JOIN tokens t ON t.run_id = p.run_id AND t.sequence = p.sequence AND t.position 
 JOIN runs r ON r.run_id = p.run_id
 """
 
-RECORD_TABLES: tuple[str, ...] = ("runs", "tokens", "interventions", "intervention_sums")
+RECORD_TABLES: tuple[str, ...] = ("runs", "tokens", "interventions", *ROLLUP_SELECTS)
 VIEW_DDL: tuple[str, ...] = (TOKEN_RECORDS_VIEW, TOKEN_GAPS_VIEW)

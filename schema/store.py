@@ -26,7 +26,7 @@ from schema.config import LAKE_ALIAS, StoreConfig
 from schema.errors import RecordSchemaError, UnknownRunError, UnknownShardError
 from schema.jobs import JobTables, RunInfo
 from schema.records import INTERVENTION_SCHEMA, TOKEN_SCHEMA
-from schema.relations import INTERVENTION_SUMS_SELECT, RUN_SCHEMA, STORE_KEYS
+from schema.relations import ROLLUP_SELECTS, RUN_SCHEMA, STORE_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +132,11 @@ class Store(JobTables):
         conn = self.writer()
 
         def replace() -> None:
-            for table in ("tokens", "interventions", "intervention_sums"):
+            for table in ("tokens", "interventions", *ROLLUP_SELECTS):
                 conn.execute(f"DELETE FROM {LAKE_ALIAS}.{table} WHERE shard_id = ?", [shard_id])
             _insert_arrow(conn, "tokens", tokens)
             _insert_arrow(conn, "interventions", interventions)
-            _insert_sums(conn, interventions)
+            _insert_rollups(conn, interventions)
 
         with self._lock:
             lake.with_retries(conn, replace)
@@ -168,12 +168,13 @@ def _insert_arrow(conn: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -
         conn.unregister(view)
 
 
-def _insert_sums(conn: duckdb.DuckDBPyConnection, interventions: pa.Table) -> None:
-    """The shard's rows of intervention_sums, aggregated by DuckDB from the Arrow table (same transaction)."""
+def _insert_rollups(conn: duckdb.DuckDBPyConnection, interventions: pa.Table) -> None:
+    """The shard's rows of every rollup (intervention_sums, sequence_sums, kl_bins), aggregated by
+    DuckDB from the shard's Arrow table in the open transaction."""
     conn.register("_saegap_sums_source", interventions)
     try:
-        select = INTERVENTION_SUMS_SELECT.format(source="_saegap_sums_source")
-        conn.execute(f"INSERT INTO {LAKE_ALIAS}.intervention_sums {select}")
+        for table, select in ROLLUP_SELECTS.items():
+            conn.execute(f"INSERT INTO {LAKE_ALIAS}.{table} {select.format(source='_saegap_sums_source')}")
     finally:
         conn.unregister("_saegap_sums_source")
 

@@ -10,7 +10,16 @@ from schema.store import Store
 from schema.tables import Base
 
 DOC = Path(__file__).parents[2] / "docs" / "schema.md"
-LAKE_RELATIONS = ("runs", "tokens", "interventions", "intervention_sums", "token_records", "token_gaps")
+LAKE_RELATIONS = (
+    "runs",
+    "tokens",
+    "interventions",
+    "intervention_sums",
+    "sequence_sums",
+    "kl_bins",
+    "token_records",
+    "token_gaps",
+)
 
 
 def documented() -> dict[str, dict[str, list[str]]]:
