@@ -16,17 +16,24 @@ class Params(ScopedFilters):
 # Names and formulas as in sae_lens.evals (REFERENCE.md §3): ablation = zero ablation;
 # kl_div_score = (kl_abl - kl_sae) / kl_abl; ce_loss_score = (ce_abl - ce_sae) / (ce_abl - ce_clean);
 # mse = mean ||x - SAE(x)||^2 (sum over dimensions, mean over tokens); l2_ratio = mean ||SAE(x)|| / ||x||.
-# Sample 0 only, so a run with many random draws still counts each token once.
+# The spliced means come from the store's sequence_sums rollup (~2M rows at seed scale, not the
+# 240M interventions rows). Its sums cover all samples, which for these two deterministic
+# interventions is sample 0 alone: each token counts once, as in sae_lens.
 SQL = f"""
 WITH {SELECTED_RUNS},
+sums AS (
+  SELECT run_id, intervention, sum(n) AS n, sum(kl_sum) AS kl_sum, sum(loss_n) AS loss_n, sum(loss_sum) AS loss_sum
+  FROM sequence_sums JOIN selected USING (run_id)
+  WHERE intervention IN ('sae', 'zero_ablation')
+  GROUP BY ALL
+),
 spliced AS (
   SELECT run_id,
-         avg(kl) FILTER (WHERE intervention = 'sae') AS kl_div_with_sae,
-         avg(kl) FILTER (WHERE intervention = 'zero_ablation') AS kl_div_with_ablation,
-         avg(loss) FILTER (WHERE intervention = 'sae') AS ce_loss_with_sae,
-         avg(loss) FILTER (WHERE intervention = 'zero_ablation') AS ce_loss_with_ablation
-  FROM interventions JOIN selected USING (run_id)
-  WHERE sample = 0 AND intervention IN ('sae', 'zero_ablation')
+         max(kl_sum / n) FILTER (WHERE intervention = 'sae') AS kl_div_with_sae,
+         max(kl_sum / n) FILTER (WHERE intervention = 'zero_ablation') AS kl_div_with_ablation,
+         max(loss_sum / NULLIF(loss_n, 0)) FILTER (WHERE intervention = 'sae') AS ce_loss_with_sae,
+         max(loss_sum / NULLIF(loss_n, 0)) FILTER (WHERE intervention = 'zero_ablation') AS ce_loss_with_ablation
+  FROM sums
   GROUP BY run_id
 ),
 reconstruction AS (
