@@ -23,16 +23,13 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from datasets import Dataset
-from sae_lens.evals import EvalConfig, run_evals
-from sae_lens.training.activation_scaler import ActivationScaler
-from sae_lens.training.activations_store import ActivationsStore
 
 from schema.spec import JobSpec
 from worker.engine import EngineSettings, Target, encode_decode, evaluate_batch, intervened_mask
 from worker.evaluate import PreparedJob, prepare_job, shard_ranges
 from worker.interventions import INTERVENTIONS, Noise, Splice
 from worker.loading import as_tensor
+from worker.peers import saelens_kl_and_ce
 
 REPEATS = 3
 
@@ -101,23 +98,9 @@ def with_interventions(settings: EngineSettings, names: tuple[str, ...]) -> Engi
 
 
 def saelens_run_evals(job: PreparedJob, targets: list[Target]) -> None:
-    tokens, per_shard = torch.as_tensor(job.tokens).long(), job.spec.sequences_per_shard
-    config = EvalConfig(
-        batch_size_prompts=per_shard, n_eval_reconstruction_batches=len(tokens) // per_shard,
-        compute_kl=True, compute_ce_loss=True, n_eval_sparsity_variance_batches=0, compute_l2_norms=False,
-        compute_sparsity_metrics=False, compute_variance_metrics=False, compute_featurewise_density_statistics=False,
-        compute_featurewise_weight_based_metrics=False,
-    )  # fmt: skip
+    tokens = torch.as_tensor(job.tokens).long().to(job.model.cfg.device)
     for target in targets:
-        store = ActivationsStore(
-            model=job.model, dataset=Dataset.from_dict({"input_ids": tokens.tolist()}), d_in=target.sae.cfg.d_in,
-            hook_name=target.hook.name, hook_head_index=None, context_size=tokens.shape[1], prepend_bos=True,
-            streaming=False, store_batch_size_prompts=job.spec.sequences_per_shard, train_batch_size_tokens=4096,
-            n_batches_in_buffer=2, total_training_tokens=10**9, normalize_activations="none",
-            dataset_trust_remote_code=False, dtype="float32", device=torch.device(job.model.cfg.device),
-            seqpos_slice=(None,), disable_concat_sequences=True, sequence_separator_token="bos",
-        )  # fmt: skip
-        run_evals(target.sae, store, job.model, ActivationScaler(), config, exclude_special_tokens=True)
+        saelens_kl_and_ce(target.sae, job.model, tokens, target.hook.name, job.spec.sequences_per_shard)
 
 
 def report_scale(job: PreparedJob, label: str, targets: list[Target], run_naive: bool) -> None:

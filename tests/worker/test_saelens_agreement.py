@@ -5,27 +5,13 @@ from __future__ import annotations
 import pyarrow.compute as pc
 import pytest
 import torch
-from datasets import Dataset
-from sae_lens.evals import EvalConfig, run_evals
-from sae_lens.training.activation_scaler import ActivationScaler
-from sae_lens.training.activations_store import ActivationsStore
 
 from schema.spec import AllTokenScope
 from tests.worker.conftest import random_tokens, settings
 from tests.worker.test_engine import target_at
 from worker.engine import evaluate_batch
 from worker.interventions import INTERVENTIONS
-
-
-def activation_store(model, tokens: torch.Tensor, hook_name: str, d_in: int) -> ActivationsStore:
-    """A real ActivationsStore over an in-memory tokenized dataset that yields exactly `tokens`."""
-    return ActivationsStore(
-        model=model, dataset=Dataset.from_dict({"input_ids": tokens.tolist()}), d_in=d_in, hook_name=hook_name,
-        hook_head_index=None, context_size=tokens.shape[1], prepend_bos=True, streaming=False,
-        store_batch_size_prompts=tokens.shape[0], train_batch_size_tokens=256, n_batches_in_buffer=2,
-        total_training_tokens=10**6, normalize_activations="none", dataset_trust_remote_code=False, dtype="float32",
-        device=torch.device("cpu"), seqpos_slice=(None,), disable_concat_sequences=True, sequence_separator_token="bos",
-    )  # fmt: skip
+from worker.peers import saelens_kl_and_ce
 
 
 def mean_of(table, name: str, column: str) -> float:
@@ -38,14 +24,7 @@ def test_means_agree_with_run_evals(model, hook_name):
     target, tokens = target_at(model, hook_name), random_tokens(8)
     chosen = {name: INTERVENTIONS[name] for name in ("sae", "zero_ablation")}
     records = evaluate_batch(model, [target], tokens, torch.arange(8), settings(interventions=chosen))[0]
-    store = activation_store(model, tokens, hook_name, target.hook.width(model))
-    config = EvalConfig(
-        batch_size_prompts=8, n_eval_reconstruction_batches=1, compute_kl=True, compute_ce_loss=True,
-        n_eval_sparsity_variance_batches=0, compute_l2_norms=False, compute_sparsity_metrics=False,
-        compute_variance_metrics=False, compute_featurewise_density_statistics=False,
-        compute_featurewise_weight_based_metrics=False,
-    )  # fmt: skip
-    metrics, _ = run_evals(target.sae, store, model, ActivationScaler(), config, exclude_special_tokens=True)
+    metrics = saelens_kl_and_ce(target.sae, model, tokens, hook_name, batch=8)
     behaviour, performance = metrics["model_behavior_preservation"], metrics["model_performance_preservation"]
     table = records.interventions
     assert mean_of(table, "sae", "kl") == pytest.approx(behaviour["kl_div_with_sae"], rel=1e-3)
