@@ -223,36 +223,38 @@ def _patched_metrics(
     replacements: Float[Tensor, "variants n d"],
     max_tokens_per_pass: int,
 ) -> tuple[Float[Tensor, "variants batch rec"], Float[Tensor, "variants batch rec"]]:
-    """KL and loss of every (variant, sequence) row, run in chunks of at most the token budget."""
-    n_variants, batch = replacements.shape[0], mask.shape[0]
+    """KL and loss of every (variant, sequence), run in blocks of variants x sequences within the token budget.
+
+    Blocks are rectangular so the clean log-probs of a block's sequences broadcast over its
+    variants instead of being gathered (copied) once per row.
+    """
+    n_variants, (batch, length) = replacements.shape[0], mask.shape
     token_index = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
     token_index[mask] = torch.arange(int(mask.sum()), device=mask.device)  # (B, E): row in `replacements`
-    rows_per_pass = max(1, max_tokens_per_pass // mask.shape[1])
-    kls, losses = [], []
-    for rows in torch.arange(n_variants * batch, device=mask.device).split(rows_per_pass):
-        variant, seq = rows // batch, rows % batch  # rows are variant-major
-        kl, loss = _patched_pass(
-            model, hook, clean, seq, _patched_activation(clean, hook, token_index, replacements, variant, seq)
-        )
-        kls.append(kl)
-        losses.append(loss)
-    shape = (n_variants, batch, -1)
-    return torch.cat(kls).reshape(shape), torch.cat(losses).reshape(shape)  # (K, B, R)
+    seqs_per_pass = min(batch, max(1, max_tokens_per_pass // length))
+    variants_per_pass = max(1, max_tokens_per_pass // (length * seqs_per_pass))
+    kl = torch.empty(n_variants, batch, len(clean.recorded), device=mask.device)
+    loss = torch.empty_like(kl)
+    for k0 in range(0, n_variants, variants_per_pass):
+        for b0 in range(0, batch, seqs_per_pass):
+            ks, bs = slice(k0, k0 + variants_per_pass), slice(b0, b0 + seqs_per_pass)
+            patched = _patched_activation(clean, hook, token_index[bs], replacements[ks], bs)
+            kl[ks, bs], loss[ks, bs] = _patched_pass(model, hook, clean, bs, patched)
+    return kl, loss
 
 
 def _patched_activation(
     clean: CleanPass,
     hook: HookPoint,
-    token_index: Int[Tensor, "batch pos"],
+    token_index: Int[Tensor, "seqs pos"],
     replacements: Float[Tensor, "variants n d"],
-    variant: Int[Tensor, " rows"],
-    seq: Int[Tensor, " rows"],
-) -> Float[Tensor, "rows pos d"]:
-    """The clean activation of each row's sequence with its variant's replacements scattered in."""
-    act = hook.flatten(clean.acts[hook.name])[seq].clone()  # (rows, E, D)
-    rows_token = token_index[seq]  # (rows, E)
-    hit = rows_token >= 0
-    act[hit] = replacements[variant[:, None].expand_as(rows_token)[hit], rows_token[hit]].to(act.dtype)
+    seqs: slice,
+) -> Float[Tensor, "variants seqs pos d"]:
+    """The clean activation of each sequence with each variant's replacements scattered in."""
+    clean_act = hook.flatten(clean.acts[hook.name])[seqs]  # (b, E, D)
+    act = clean_act.expand(replacements.shape[0], *clean_act.shape).clone()  # (k, b, E, D)
+    hit = token_index >= 0
+    act[:, hit] = replacements[:, token_index[hit]].to(act.dtype)
     return act
 
 
@@ -260,21 +262,25 @@ def _patched_pass(
     model: HookedTransformer,
     hook: HookPoint,
     clean: CleanPass,
-    seq: Int[Tensor, " rows"],
-    patched: Float[Tensor, "rows pos d"],
-) -> tuple[Float[Tensor, "rows rec"], Float[Tensor, "rows rec"]]:
+    seqs: slice,
+    patched: Float[Tensor, "variants seqs pos d"],
+) -> tuple[Float[Tensor, "variants seqs rec"], Float[Tensor, "variants seqs rec"]]:
     """Run from the hook's block with the activation replaced; KL and loss at recorded positions."""
+    n_variants, n_seqs = patched.shape[:2]
+    rows = patched.flatten(0, 1)  # (k * b, E, D), variant-major
 
     def replace(activation: Tensor, hook: Any) -> Tensor:
-        return patched.reshape(activation.shape).to(activation.dtype)  # hook_z: (rows, E, H, d_head)
+        return rows.reshape(activation.shape).to(activation.dtype)  # hook_z: (k * b, E, H, d_head)
 
-    resid = clean.acts[_resid_pre(hook.layer)][seq]  # (rows, E, d_model)
+    resid = clean.acts[_resid_pre(hook.layer)][seqs].repeat(n_variants, 1, 1)  # (k * b, E, d_model)
     with model.hooks(fwd_hooks=[(hook.name, replace)]):
         final = model(resid, start_at_layer=hook.layer, stop_at_layer=model.cfg.n_layers)
-    logq = _log_probs_at(model, final, clean.recorded)
-    logp = clean.logp[seq]
-    kl = F.kl_div(logq, logp, log_target=True, reduction="none").sum(-1)  # KL(P_clean || Q), (rows, R)
-    return kl, _token_loss(logq, clean.next_tokens[seq])
+    logq = _log_probs_at(model, final, clean.recorded).unflatten(0, (n_variants, n_seqs))  # (k, b, R, V)
+    loss = _token_loss(logq, clean.next_tokens[seqs].expand(n_variants, -1, -1))
+    logp = clean.logp[seqs]  # (b, R, V), broadcast over variants
+    # KL(P_clean || Q) = sum_v p (log p - log q), in place on log q: no (k, b, R, V) temporaries.
+    kl = logq.neg_().add_(logp).mul_(logp.exp()).sum(-1)
+    return kl, loss
 
 
 def _token_loss(

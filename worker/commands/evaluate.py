@@ -1,7 +1,7 @@
 """Evaluate SAEs and baselines on a model, wait for it, and print the headline table per layer.
 
 `saegap evaluate` with no arguments runs the bundled demo job in this process: the demo
-model, every layer's demo-res SAE, the bundled tokens, all-token scope, DEFAULT_SEQUENCES
+model, every layer's demo-res SAE, the bundled tokens, all-token scope, the first 256
 sequences. Flags or --spec FILE change it. With SAEGAP_BROKER_URL set the job goes to the
 queue and this command waits for the workers. Records land in the store (SAEGAP_DATA).
 """
