@@ -31,22 +31,15 @@ INTERVENTION_FILTER = "($interventions IS NULL OR list_contains($interventions, 
 # CTE of the runs a query reads; joining the record tables to it lets DuckDB skip the rest.
 SELECTED_RUNS = f"selected AS (SELECT * FROM runs WHERE ($scope IS NULL OR scope = $scope) AND {RUN_FILTER})"
 
-# CTEs `gaps` (one row per intervened token of the selected runs: kl_sae, kl_eps_random,
-# kl_gap; sample 0) after SELECTED_RUNS. Same rows and values as the token_gaps view, but
-# reading only the two interventions it needs and joining instead of pivoting all ten:
-# 5-15x faster at seed scale (BENCHMARKS.md, Analysis).
+# CTE `gaps` (after SELECTED_RUNS): the selected runs' tokens that have both kl_sae and
+# kl_eps_random (sample 0), every tokens column plus kl_gap. One scan of `tokens`, which
+# carries each intervention's sample-0 KL (schema.relations.TOKEN_METRICS_SCHEMA): the same
+# rows and values as the token_gaps view, without its join to runs (BENCHMARKS.md, Analysis).
 GAPS = """
-sae_kl AS (
-  SELECT run_id, sequence, position, kl FROM interventions JOIN selected USING (run_id)
-  WHERE intervention = 'sae' AND sample = 0
-),
-eps_kl AS (
-  SELECT run_id, sequence, position, kl FROM interventions JOIN selected USING (run_id)
-  WHERE intervention = 'eps_random' AND sample = 0
-),
 gaps AS (
-  SELECT run_id, sequence, position, s.kl AS kl_sae, e.kl AS kl_eps_random, s.kl - e.kl AS kl_gap
-  FROM sae_kl s JOIN eps_kl e USING (run_id, sequence, position)
+  SELECT t.*, t.kl_sae - t.kl_eps_random AS kl_gap
+  FROM tokens t JOIN selected USING (run_id)
+  WHERE t.kl_sae IS NOT NULL AND t.kl_eps_random IS NOT NULL
 )"""
 
 Scope = Literal["all_tokens", "single_token"]

@@ -25,8 +25,8 @@ WITH {SELECTED_RUNS}, {GAPS}
 SELECT r.job_id, g.run_id, r.layer, r.sae,
        list(g.kl_gap::DOUBLE ORDER BY g.sequence, g.position) AS gaps,
        list(g.sequence::BIGINT * 65536 + g.position ORDER BY g.sequence, g.position) AS keys
-FROM gaps g JOIN tokens t USING (run_id, sequence, position) JOIN selected r USING (run_id)
-WHERE t.intervened AND g.kl_gap IS NOT NULL
+FROM gaps g JOIN selected r USING (run_id)
+WHERE g.intervened AND g.kl_gap IS NOT NULL
 GROUP BY r.job_id, g.run_id, r.layer, r.sae
 ORDER BY r.job_id, r.layer, g.run_id
 """

@@ -28,10 +28,10 @@ VARIABLES = (*TOKEN_VARIABLES, "token_frequency")
 _FACTS = f"""
 WITH {SELECTED_RUNS}, {GAPS},
 facts AS (
-  SELECT g.run_id, g.sequence AS key_sequence, g.position AS key_position, t.token_id, g.kl_gap::DOUBLE AS kl_gap,
-         {", ".join(f"t.{v}::DOUBLE AS {v}" for v in TOKEN_VARIABLES)}
-  FROM gaps g JOIN tokens t USING (run_id, sequence, position)
-  WHERE t.intervened AND g.kl_gap IS NOT NULL AND {" AND ".join(f"t.{v} IS NOT NULL" for v in TOKEN_VARIABLES)}
+  SELECT g.run_id, g.sequence AS key_sequence, g.position AS key_position, g.token_id, g.kl_gap::DOUBLE AS kl_gap,
+         {", ".join(f"g.{v}::DOUBLE AS {v}" for v in TOKEN_VARIABLES)}
+  FROM gaps g
+  WHERE g.intervened AND g.kl_gap IS NOT NULL AND {" AND ".join(f"g.{v} IS NOT NULL" for v in TOKEN_VARIABLES)}
 )"""
 
 _SUMS = ",\n       ".join(

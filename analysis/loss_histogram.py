@@ -8,6 +8,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from analysis.base import INTERVENTION_FILTER, SELECTED_RUNS, InterventionFilters, read
+from schema.spec import INTERVENTION_NAMES
 
 
 class Params(InterventionFilters):
@@ -17,14 +18,19 @@ class Params(InterventionFilters):
         return {**super().bind(), "bins": self.bins}
 
 
-# One draw per token (sample 0); tokens without a next token have no loss and drop out. The
+_LOSS_COLUMNS = ", ".join(f"loss_delta_{name} AS {name}" for name in INTERVENTION_NAMES)
+
+# One draw per token (sample 0, read from tokens' per-intervention columns); tokens without a
+# next token have no loss and drop out (UNPIVOT drops NULLs). The
 # range is shared by every selected run and intervention so their histograms line up.
 SQL = f"""
 WITH {SELECTED_RUNS},
+unpivoted AS (
+  UNPIVOT (SELECT run_id, {_LOSS_COLUMNS} FROM tokens JOIN selected USING (run_id))
+  ON {", ".join(INTERVENTION_NAMES)} INTO NAME intervention VALUE loss_delta
+),
 records AS (
-  SELECT run_id, intervention, loss_delta::DOUBLE AS loss_delta
-  FROM interventions JOIN selected USING (run_id)
-  WHERE sample = 0 AND loss_delta IS NOT NULL AND {INTERVENTION_FILTER}
+  SELECT run_id, intervention, loss_delta::DOUBLE AS loss_delta FROM unpivoted WHERE {INTERVENTION_FILTER}
 ),
 span AS (
   SELECT min(loss_delta) AS lo, greatest(max(loss_delta) - min(loss_delta), 1e-12) AS width FROM records

@@ -21,15 +21,15 @@ class Params(ScopedFilters):
 
 SQL = f"""
 WITH {SELECTED_RUNS}, {GAPS}
-SELECT r.job_id, g.run_id, r.sae, r.layer, t.token_id, any_value(t.token_text) AS token_text,
+SELECT r.job_id, g.run_id, r.sae, r.layer, g.token_id, any_value(g.token_text) AS token_text,
        count(*) AS n, avg(g.kl_gap) AS kl_gap_mean, stddev_samp(g.kl_gap) AS kl_gap_std,
        avg(g.kl_sae) AS kl_sae_mean, avg(g.kl_eps_random) AS kl_eps_random_mean
-FROM gaps g JOIN tokens t USING (run_id, sequence, position) JOIN selected r USING (run_id)
-WHERE t.intervened
-GROUP BY r.job_id, g.run_id, r.sae, r.layer, t.token_id
+FROM gaps g JOIN selected r USING (run_id)
+WHERE g.intervened
+GROUP BY r.job_id, g.run_id, r.sae, r.layer, g.token_id
 HAVING count(*) >= $min_count
-QUALIFY row_number() OVER (PARTITION BY g.run_id ORDER BY avg(g.kl_gap) DESC, t.token_id) <= $top
-ORDER BY r.job_id, r.layer, g.run_id, kl_gap_mean DESC, t.token_id
+QUALIFY row_number() OVER (PARTITION BY g.run_id ORDER BY avg(g.kl_gap) DESC, g.token_id) <= $top
+ORDER BY r.job_id, r.layer, g.run_id, kl_gap_mean DESC, g.token_id
 """
 
 

@@ -21,7 +21,14 @@ import duckdb
 
 from schema.config import LAKE_ALIAS, LAKE_METADATA_SCHEMA, StoreConfig
 from schema.errors import WriteConflictError
-from schema.relations import RECORD_TABLES, ROLLUP_SELECTS, VIEW_DDL, table_ddl
+from schema.relations import (
+    RECORD_TABLES,
+    ROLLUP_SELECTS,
+    TOKEN_METRICS_SCHEMA,
+    TOKENS_WITH_METRICS_SELECT,
+    VIEW_DDL,
+    table_ddl,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -127,6 +134,8 @@ def ensure_relations(conn: duckdb.DuckDBPyConnection) -> None:
         missing_rollups = [name for name in ROLLUP_SELECTS if name not in _lake_tables(conn)]
         for statement in table_ddl():
             conn.execute(statement)
+        if not set(TOKEN_METRICS_SCHEMA.names) <= _columns(conn, "tokens"):
+            _add_token_metrics(conn)
         for name in missing_rollups:  # a lake from before this rollup existed: fill it once from its records
             log.info("filling rollup %s from the lake's interventions (once)", name)
             conn.execute(f"INSERT INTO {name} {ROLLUP_SELECTS[name].format(source='interventions')}")
@@ -136,6 +145,22 @@ def ensure_relations(conn: duckdb.DuckDBPyConnection) -> None:
     with_retries(conn, create)
 
 
+def _add_token_metrics(conn: duckdb.DuckDBPyConnection) -> None:
+    """A lake from before tokens carried each intervention's metrics: rebuild tokens once with them."""
+    log.info("adding the per-intervention metrics to the lake's tokens (once)")
+    select = TOKENS_WITH_METRICS_SELECT.format(tokens="tokens", interventions="interventions")
+    conn.execute(f"CREATE TABLE _saegap_tokens_rebuilt AS {select}")
+    conn.execute("DROP TABLE tokens")
+    conn.execute("ALTER TABLE _saegap_tokens_rebuilt RENAME TO tokens")
+
+
+def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?", [LAKE_ALIAS, table]
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
 def _lake_tables(conn: duckdb.DuckDBPyConnection) -> set[str]:
     rows = conn.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE_ALIAS]).fetchall()
     return {row[0] for row in rows}
@@ -143,6 +168,8 @@ def _lake_tables(conn: duckdb.DuckDBPyConnection) -> set[str]:
 
 def _relations_current(conn: duckdb.DuckDBPyConnection) -> bool:
     if not set(RECORD_TABLES) <= _lake_tables(conn):
+        return False
+    if not set(TOKEN_METRICS_SCHEMA.names) <= _columns(conn, "tokens"):
         return False
     return all(_stored_view_body(conn, ddl) == _rendered_view_body(conn, ddl) for ddl in VIEW_DDL)
 

@@ -153,12 +153,47 @@ ROLLUP_SELECTS: dict[str, str] = {
 }
 
 
+# Each token's sample-0 KL and loss_delta of every intervention, as columns of `tokens`: the
+# store derives them from the shard's interventions in the shard's transaction, so per-token
+# questions (the gap, its correlates, top tokens, cross-layer) read one row per token instead
+# of pivoting ten interventions rows per token (BENCHMARKS.md, Store). NULL where the
+# intervention was not run or the position has no record (not intervened in all-token scope).
+_TOKEN_METRICS = ("kl", "loss_delta")  # interventions columns pivoted into tokens
+TOKEN_METRICS_SCHEMA = pa.schema(
+    [pa.field(f"{metric}_{name}", pa.float32()) for name in INTERVENTION_NAMES for metric in _TOKEN_METRICS]
+)
+
+
+def _pivot_columns() -> str:
+    return ",\n         ".join(
+        f"max({metric}) FILTER (WHERE intervention = '{name}') AS {metric}_{name}"
+        for name in INTERVENTION_NAMES
+        for metric in _TOKEN_METRICS
+    )
+
+
+# The lake's `tokens`: the store's keys, the engine's token columns, the derived metrics.
+STORED_TOKEN_SCHEMA = pa.schema([*STORE_KEYS, *TOKEN_SCHEMA, *TOKEN_METRICS_SCHEMA])
+
+# SELECT of `tokens` rows with TOKEN_METRICS_SCHEMA appended, from a relation with the keyed
+# token columns ({tokens}) and one with interventions' columns ({interventions}).
+TOKENS_WITH_METRICS_SELECT = f"""
+SELECT t.*, {", ".join(f"p.{name}" for name in TOKEN_METRICS_SCHEMA.names)}
+FROM {{tokens}} t LEFT JOIN (
+  SELECT run_id, sequence, position,
+         {_pivot_columns()}
+  FROM {{interventions}} WHERE sample = 0
+  GROUP BY run_id, sequence, position
+) p USING (run_id, sequence, position)
+"""
+
+
 def table_ddl() -> list[str]:
     """CREATE TABLE statements for the record tables."""
     keyed = lambda s: pa.schema(list(STORE_KEYS) + list(s))  # noqa: E731
     return [
         f"CREATE TABLE IF NOT EXISTS runs ({columns_sql(RUN_SCHEMA)})",
-        f"CREATE TABLE IF NOT EXISTS tokens ({columns_sql(keyed(TOKEN_SCHEMA))})",
+        f"CREATE TABLE IF NOT EXISTS tokens ({columns_sql(STORED_TOKEN_SCHEMA)})",
         f"CREATE TABLE IF NOT EXISTS interventions ({columns_sql(keyed(INTERVENTION_SCHEMA))})",
         f"CREATE TABLE IF NOT EXISTS intervention_sums ({columns_sql(INTERVENTION_SUMS_SCHEMA)})",
         f"CREATE TABLE IF NOT EXISTS sequence_sums ({columns_sql(SEQUENCE_SUMS_SCHEMA)})",
@@ -179,31 +214,21 @@ JOIN runs r ON r.run_id = i.run_id
 """
 
 
-def _pivot_columns() -> str:
-    kls = [f"max(kl) FILTER (WHERE intervention = '{name}') AS kl_{name}" for name in INTERVENTION_NAMES]
-    losses = [
-        f"max(loss_delta) FILTER (WHERE intervention = '{name}') AS loss_delta_{name}" for name in ("sae", "eps_random")
-    ]
-    return ",\n       ".join(kls + losses)
+_METRIC_COLUMNS = ", ".join(f"t.{name}" for name in TOKEN_METRICS_SCHEMA.names)
+_ANY_KL = ", ".join(f"t.kl_{name}" for name in INTERVENTION_NAMES)
 
-
-# One row per intervened token, sample 0: the seed's per-token gap.
+# One row per token with a record (sample 0): the seed's per-token gap. No pivot: the
+# per-intervention columns are stored with the token (TOKEN_METRICS_SCHEMA).
 TOKEN_GAPS_VIEW = f"""
 CREATE OR REPLACE VIEW token_gaps AS
-WITH pivoted AS (
-  SELECT run_id, sequence, position,
-       {_pivot_columns()}
-  FROM interventions WHERE sample = 0
-  GROUP BY run_id, sequence, position
-)
-SELECT {_RUN_FACTS}, p.run_id, p.sequence, p.position, {_TOKEN_FACTS},
-       p.* EXCLUDE (run_id, sequence, position),
-       p.kl_sae - p.kl_eps_random AS kl_gap,
-       p.kl_sae / NULLIF(p.kl_eps_random, 0) AS kl_ratio,
-       p.loss_delta_sae - p.loss_delta_eps_random AS loss_gap
-FROM pivoted p
-JOIN tokens t ON t.run_id = p.run_id AND t.sequence = p.sequence AND t.position = p.position
-JOIN runs r ON r.run_id = p.run_id
+SELECT {_RUN_FACTS}, t.run_id, t.sequence, t.position, {_TOKEN_FACTS},
+       {_METRIC_COLUMNS},
+       t.kl_sae - t.kl_eps_random AS kl_gap,
+       t.kl_sae / NULLIF(t.kl_eps_random, 0) AS kl_ratio,
+       t.loss_delta_sae - t.loss_delta_eps_random AS loss_gap
+FROM tokens t
+JOIN runs r ON r.run_id = t.run_id
+WHERE coalesce({_ANY_KL}) IS NOT NULL
 """
 
 RECORD_TABLES: tuple[str, ...] = ("runs", "tokens", "interventions", *ROLLUP_SELECTS)

@@ -26,7 +26,7 @@ from schema.config import LAKE_ALIAS, StoreConfig
 from schema.errors import RecordSchemaError, UnknownRunError, UnknownShardError
 from schema.jobs import JobTables, RunInfo
 from schema.records import INTERVENTION_SCHEMA, TOKEN_SCHEMA
-from schema.relations import ROLLUP_SELECTS, RUN_SCHEMA, STORE_KEYS
+from schema.relations import ROLLUP_SELECTS, RUN_SCHEMA, STORE_KEYS, TOKENS_WITH_METRICS_SELECT
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +134,7 @@ class Store(JobTables):
         def replace() -> None:
             for table in ("tokens", "interventions", *ROLLUP_SELECTS):
                 conn.execute(f"DELETE FROM {LAKE_ALIAS}.{table} WHERE shard_id = ?", [shard_id])
-            _insert_arrow(conn, "tokens", tokens)
-            _insert_arrow(conn, "interventions", interventions)
-            _insert_rollups(conn, interventions)
+            _insert_records(conn, tokens, interventions)
 
         with self._lock:
             lake.with_retries(conn, replace)
@@ -168,15 +166,20 @@ def _insert_arrow(conn: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -
         conn.unregister(view)
 
 
-def _insert_rollups(conn: duckdb.DuckDBPyConnection, interventions: pa.Table) -> None:
-    """The shard's rows of every rollup (intervention_sums, sequence_sums, kl_bins), aggregated by
-    DuckDB from the shard's Arrow table in the open transaction."""
-    conn.register("_saegap_sums_source", interventions)
+def _insert_records(conn: duckdb.DuckDBPyConnection, tokens: pa.Table, interventions: pa.Table) -> None:
+    """The shard's tokens (with their per-intervention metrics), interventions and rollup rows,
+    each one vectorised INSERT ... SELECT by DuckDB over the shard's Arrow tables, in the open transaction."""
+    sources = {"tokens": "_saegap_shard_tokens", "interventions": "_saegap_shard_interventions"}
+    conn.register(sources["tokens"], tokens)  # registering reads the lake's snapshot too: keep it in the retried work
+    conn.register(sources["interventions"], interventions)
     try:
+        conn.execute(f"INSERT INTO {LAKE_ALIAS}.tokens {TOKENS_WITH_METRICS_SELECT.format(**sources)}")
+        conn.execute(f"INSERT INTO {LAKE_ALIAS}.interventions SELECT * FROM {sources['interventions']}")
         for table, select in ROLLUP_SELECTS.items():
-            conn.execute(f"INSERT INTO {LAKE_ALIAS}.{table} {select.format(source='_saegap_sums_source')}")
+            conn.execute(f"INSERT INTO {LAKE_ALIAS}.{table} {select.format(source=sources['interventions'])}")
     finally:
-        conn.unregister("_saegap_sums_source")
+        for view in sources.values():
+            conn.unregister(view)
 
 
 def _arrow_or_empty(result: duckdb.DuckDBPyConnection) -> pa.Table:

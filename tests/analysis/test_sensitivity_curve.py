@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from analysis.sensitivity_curve import DEFAULT_INTERVENTIONS, Params, sensitivity_curve
+from schema.read import query
 from tests.fixture_store import COS_RANDOM_SAE_NORM_SLOPE, COS_RANDOM_TRUE_NORM_SLOPE, SAE_A, Fixture
 
 
@@ -35,3 +36,20 @@ def test_sae_points_sit_on_the_same_bins(curve) -> None:
     random_bins = layer0[layer0.intervention == "cos_random_true_norm"].set_index("bin")
     assert list(sae_bins.index) == list(random_bins.index)
     assert sae_bins.cos_sim_mean.to_numpy() == pytest.approx(random_bins.cos_sim_mean.to_numpy())
+
+
+def test_every_draw_counts_not_only_the_first(fixture_store: Fixture) -> None:
+    """Job "single" has 50 eps_random draws at the target: one bin's mean is the mean of all of them."""
+    params = Params(job=fixture_store.job_ids["single"], scope=None, interventions=["eps_random"], bins=1)
+    curve = sensitivity_curve(params, store=fixture_store.store).to_pylist()
+    direct = query(
+        "SELECT avg(i.kl) AS kl_mean, count(*) FILTER (WHERE i.sample = 0) AS n_tokens, count(*) AS draws"
+        " FROM interventions i JOIN tokens t USING (run_id, sequence, position) JOIN runs r USING (run_id)"
+        " WHERE r.job_id = $job AND i.intervention = 'eps_random' AND t.intervened",
+        {"job": fixture_store.job_ids["single"]},
+        store=fixture_store.store,
+    ).to_pylist()[0]
+    assert direct["draws"] == 50 * direct["n_tokens"] > 0
+    assert [(row["n_tokens"], row["kl_mean"]) for row in curve] == [
+        (direct["n_tokens"], pytest.approx(direct["kl_mean"], rel=1e-9))
+    ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from schema import read
-from schema.relations import KL_BIN_COUNT
+from schema.relations import KL_BIN_COUNT, TOKEN_METRICS_SCHEMA
 from schema.store import Store
 from tests.schema.test_read import _tiny_shard
 
@@ -73,3 +73,54 @@ def test_rollups_filled_once_on_open_for_an_older_lake(tmp_store: Store) -> None
         assert rows(KL_BINS, reopened) == EXPECTED_KL_BINS
     with Store.open(tmp_store.config) as again:  # filled once: a second open adds nothing
         assert rows(KL_BINS, again) == EXPECTED_KL_BINS
+
+
+# tokens' per-intervention columns: sample 0 only (position 2's second eps_random draw, kl 9.0, is not one)
+TOKEN_METRICS = (
+    "SELECT position, kl_sae, loss_delta_sae, kl_eps_random, loss_delta_eps_random, kl_zero_ablation FROM tokens"
+)
+EXPECTED_TOKEN_METRICS = [
+    (0, None, None, None, None, None),  # BOS: not intervened, no record
+    (1, 0.5, 0.75, 0.125, 0.25, None),  # zero_ablation was not run
+    (2, 1.0, None, 0.0, None, None),  # last position: no next token, no loss
+]
+
+
+def test_tokens_carry_each_interventions_sample0_metrics(tmp_store: Store) -> None:
+    _tiny_shard(tmp_store)
+    assert rows(f"{TOKEN_METRICS} ORDER BY position", tmp_store) == EXPECTED_TOKEN_METRICS
+
+
+def test_retried_shard_replaces_its_token_metrics(tmp_store: Store) -> None:
+    job_id, run_id, shard_id = _tiny_shard(tmp_store)
+    tokens = read.query("SELECT * EXCLUDE (run_id, shard_id) FROM tokens", store=tmp_store)
+    retry = pa.Table.from_pylist(
+        [{"sequence": 0, "position": 1, "intervention": "sae", "sample": 0, "kl": 500.0, "loss": 3.0,
+          "loss_delta": 1.0}],
+    )  # fmt: skip
+    tmp_store.write_shard(job_id, shard_id, {run_id: (tokens, retry)})
+    assert rows(f"{TOKEN_METRICS} ORDER BY position", tmp_store) == [
+        (0, None, None, None, None, None),
+        (1, 500.0, 1.0, None, None, None),
+        (2, None, None, None, None, None),
+    ]
+    assert rows("SELECT count(*) FROM tokens", tmp_store) == [(3,)]
+
+
+def test_token_metrics_added_once_on_open_for_an_older_lake(tmp_store: Store) -> None:
+    _tiny_shard(tmp_store)
+    metrics = ", ".join(TOKEN_METRICS_SCHEMA.names)
+    for statement in (  # a lake from before tokens carried the metrics
+        f"CREATE TABLE old_tokens AS SELECT * EXCLUDE ({metrics}) FROM tokens",
+        "DROP TABLE tokens",
+        "ALTER TABLE old_tokens RENAME TO tokens",
+    ):
+        tmp_store.execute_write(statement)
+    assert not _has_column(tmp_store, "kl_sae")
+    with Store.open(tmp_store.config) as reopened:
+        assert rows(f"{TOKEN_METRICS} ORDER BY position", reopened) == EXPECTED_TOKEN_METRICS
+        assert rows("SELECT position, kl_gap FROM token_gaps ORDER BY position", reopened) == [(1, 0.375), (2, 1.0)]
+
+
+def _has_column(store: Store, name: str) -> bool:
+    return name in read.query("DESCRIBE tokens", store=store).column("column_name").to_pylist()
