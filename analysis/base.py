@@ -14,7 +14,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from schema.spec import InterventionName
+from schema.spec import INTERVENTION_NAMES, InterventionName
 
 # Rows one module may read: per-sequence aggregates at seed scale (16k sequences x 12
 # layers x 10 interventions) stay below this; token-level rows never reach Python.
@@ -41,6 +41,30 @@ gaps AS (
   FROM tokens t JOIN selected USING (run_id)
   WHERE t.kl_sae IS NOT NULL AND t.kl_eps_random IS NOT NULL
 )"""
+
+
+# SQL list of the intervention names: `{INTERVENTION_LIST}[k + 1]` names index k of per_intervention.
+INTERVENTION_LIST = "[" + ", ".join(f"'{name}'" for name in INTERVENTION_NAMES) + "]"
+
+
+def per_intervention(metric: str, carry: tuple[str, ...] = ("sequence", "position")) -> str:
+    """Subquery: (run_id, *carry, k, value) for each token of the selected runs and each intervention
+    in $interventions (all when NULL) with a non-null `<metric>_<intervention>` column of tokens
+    (schema.relations.TOKEN_METRICS_SCHEMA: sample 0); k is the intervention's index in
+    INTERVENTION_NAMES (group by k, name it after: grouping by the name string costs 2x).
+
+    A UNION ALL of one branch per intervention, joined to the selected runs after the union: a
+    branch whose name is not chosen is folded away before any scan. An UNPIVOT of the ten columns
+    took 10x longer at seed scale, and the run join inside each branch 2x (BENCHMARKS.md, Analysis).
+    """
+    columns = ", ".join(("run_id", *carry))
+    branches = "\n    UNION ALL\n".join(
+        f"    SELECT {columns}, {k}::SMALLINT AS k, {metric}_{name} AS value FROM tokens"
+        f" WHERE ($interventions IS NULL OR list_contains($interventions, '{name}')) AND {metric}_{name} IS NOT NULL"
+        for k, name in enumerate(INTERVENTION_NAMES)
+    )
+    return f"(SELECT * FROM (\n{branches}\n  ) JOIN selected USING (run_id))"
+
 
 Scope = Literal["all_tokens", "single_token"]
 

@@ -16,15 +16,15 @@ class Params(ScopedFilters):
     scope: Scope | None = None  # per-run answer; either scope
 
 
-# One row per run: its intervened tokens' gaps and keys (sequence * 2^16 + position), in key
-# order. The pairing happens in numpy: a SQL self-join would make runs^2 x tokens rows
-# (3 x 10^8 at seed scale). The run filter (run/layer) picks rows of the matrix afterwards,
-# so the query itself reads every run of the job.
+# One row per run: its intervened tokens' (key, gap) pairs, key = sequence * 2^16 + position,
+# in no particular order (a struct list keeps each key with its gap; ordering 2M tokens per run
+# in SQL cost more than the rest). The pairing happens in numpy by key: a SQL self-join would
+# make runs^2 x tokens rows (3 x 10^8 at seed scale). The run filter (run/layer) picks rows of
+# the matrix afterwards, so the query itself reads every run of the job.
 SQL = f"""
 WITH {SELECTED_RUNS}, {GAPS}
 SELECT r.job_id, g.run_id, r.layer, r.sae,
-       list(g.kl_gap::DOUBLE ORDER BY g.sequence, g.position) AS gaps,
-       list(g.sequence::BIGINT * 65536 + g.position ORDER BY g.sequence, g.position) AS keys
+       list({{'key': g.sequence::BIGINT * 65536 + g.position, 'gap': g.kl_gap::DOUBLE}}) AS tokens
 FROM gaps g JOIN selected r USING (run_id)
 WHERE g.intervened AND g.kl_gap IS NOT NULL
 GROUP BY r.job_id, g.run_id, r.layer, r.sae
@@ -56,14 +56,21 @@ def cross_layer(params: Params, store: Any = None) -> pa.Table:
 
 
 def _aligned(runs: pa.Table) -> np.ndarray:
-    """(tokens, runs) gaps on the union of the runs' token keys; NaN where a run lacks a token."""
-    keys = [runs["keys"][i].values.to_numpy() for i in range(runs.num_rows)]
-    gaps = [runs["gaps"][i].values.to_numpy() for i in range(runs.num_rows)]
-    union = np.unique(np.concatenate(keys))  # (T,)
-    matrix = np.full((len(union), runs.num_rows), np.nan)  # (T, R)
-    for column, (run_keys, run_gaps) in enumerate(zip(keys, gaps, strict=True)):
-        matrix[np.searchsorted(union, run_keys), column] = run_gaps
-    return matrix
+    """(tokens, runs) gaps, a row per token key that any run has; NaN where a run lacks it.
+
+    Keys map to rows arithmetically ((sequence - first) * positions + position), so no sort.
+    """
+    tokens = [runs["tokens"][i].values for i in range(runs.num_rows)]
+    keys = [run.field("key").to_numpy() for run in tokens]
+    every_key = np.concatenate(keys)
+    first_sequence, positions = (every_key >> 16).min(), int((every_key & 0xFFFF).max()) + 1
+    n_rows = (int((every_key >> 16).max()) - first_sequence + 1) * positions
+    matrix = np.full((n_rows, runs.num_rows), np.nan)  # (T, R)
+    for column, (run, run_keys) in enumerate(zip(tokens, keys, strict=True)):
+        matrix[((run_keys >> 16) - first_sequence) * positions + (run_keys & 0xFFFF), column] = run.field(
+            "gap"
+        ).to_numpy()
+    return matrix[~np.isnan(matrix).all(axis=1)]  # keys no run has (BOS, unused positions)
 
 
 def _pairwise(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,8 +7,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field
 
-from analysis.base import INTERVENTION_FILTER, SELECTED_RUNS, InterventionFilters, read
-from schema.spec import INTERVENTION_NAMES
+from analysis.base import INTERVENTION_LIST, SELECTED_RUNS, InterventionFilters, per_intervention, read
 
 
 class Params(InterventionFilters):
@@ -18,36 +17,27 @@ class Params(InterventionFilters):
         return {**super().bind(), "bins": self.bins}
 
 
-_LOSS_COLUMNS = ", ".join(f"loss_delta_{name} AS {name}" for name in INTERVENTION_NAMES)
-
-# One draw per token (sample 0, read from tokens' per-intervention columns); tokens without a
-# next token have no loss and drop out (UNPIVOT drops NULLs). The
-# range is shared by every selected run and intervention so their histograms line up.
+# One draw per token (sample 0, from tokens' per-intervention columns); tokens without a
+# next token have no loss and drop out. The range is shared by every selected run and
+# intervention so their histograms line up.
 SQL = f"""
 WITH {SELECTED_RUNS},
-unpivoted AS (
-  UNPIVOT (SELECT run_id, {_LOSS_COLUMNS} FROM tokens JOIN selected USING (run_id))
-  ON {", ".join(INTERVENTION_NAMES)} INTO NAME intervention VALUE loss_delta
-),
 records AS (
-  SELECT run_id, intervention, loss_delta::DOUBLE AS loss_delta FROM unpivoted WHERE {INTERVENTION_FILTER}
+  SELECT run_id, k, value::DOUBLE AS loss_delta FROM {per_intervention("loss_delta", carry=())}
 ),
 span AS (
   SELECT min(loss_delta) AS lo, greatest(max(loss_delta) - min(loss_delta), 1e-12) AS width FROM records
 ),
-binned AS (
-  SELECT run_id, intervention, least($bins - 1, floor((loss_delta - lo) / width * $bins))::INTEGER AS bin
+counts AS (  -- grouped before any join: one row per (run, intervention, bin)
+  SELECT run_id, k, least($bins - 1, floor((loss_delta - lo) / width * $bins))::INTEGER AS bin, count(*) AS n
   FROM records, span
-),
-totals AS (
-  SELECT run_id, intervention, count(*) AS n_group FROM records GROUP BY ALL
+  GROUP BY ALL
 )
-SELECT r.job_id, r.run_id, r.sae, r.layer, b.intervention, b.bin,
-       any_value(s.lo + b.bin * s.width / $bins) AS bin_lo, any_value(s.lo + (b.bin + 1) * s.width / $bins) AS bin_hi,
-       count(*) AS n, count(*) / any_value(t.n_group) AS fraction
-FROM binned b JOIN totals t USING (run_id, intervention) JOIN selected r USING (run_id), span s
-GROUP BY ALL
-ORDER BY r.job_id, r.layer, r.run_id, b.intervention, b.bin
+SELECT r.job_id, r.run_id, r.sae, r.layer, {INTERVENTION_LIST}[c.k + 1] AS intervention, c.bin,
+       s.lo + c.bin * s.width / $bins AS bin_lo, s.lo + (c.bin + 1) * s.width / $bins AS bin_hi,
+       c.n, c.n / sum(c.n) OVER (PARTITION BY c.run_id, c.k) AS fraction
+FROM counts c JOIN selected r USING (run_id), span s
+ORDER BY r.job_id, r.layer, r.run_id, intervention, c.bin
 """
 
 

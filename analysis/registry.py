@@ -13,6 +13,7 @@ from analysis import (
     kl_histogram,
     layer_summary,
     loss_histogram,
+    runs,
     sae_metrics,
     sensitivity_curve,
     sigma_draws,
@@ -25,6 +26,7 @@ from analysis.base import AnalysisModule
 
 # In the seed's order (REFERENCE.md §1); each module defines Params and a function named like it.
 _ORDER: tuple[ModuleType, ...] = (
+    runs,
     layer_summary,
     sae_metrics,
     kl_histogram,

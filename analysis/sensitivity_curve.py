@@ -7,8 +7,16 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field
 
-from analysis.base import INTERVENTION_FILTER, SELECTED_RUNS, InterventionFilters, Scope, read
-from schema.spec import INTERVENTION_NAMES, InterventionName
+from analysis.base import (
+    INTERVENTION_FILTER,
+    INTERVENTION_LIST,
+    SELECTED_RUNS,
+    InterventionFilters,
+    Scope,
+    per_intervention,
+    read,
+)
+from schema.spec import InterventionName
 
 # The cos-matched baselines trace the layer's sensitivity to a perturbation of that cosine
 # (REFERENCE.md §1, the comment under the seed); sae and eps_random are placed on the same bins.
@@ -26,12 +34,9 @@ class Params(InterventionFilters):
         return {**super().bind(), "bins": self.bins}
 
 
-_UNPIVOTED = ", ".join(f"kl_{name} AS {name}" for name in INTERVENTION_NAMES)
-
-# Draws: sample 0 from tokens' per-intervention columns (one row per token, not ten), the
-# further draws of random interventions from `interventions` (sample > 0: the store's file
-# statistics skip every file of a one-sample job). UNPIVOT drops the NULLs of interventions
-# the run did not have.
+# Draws: sample 0 from tokens' per-intervention columns (the token's cos_sim on the same row,
+# so no join), the further draws of random interventions from `interventions` joined to their
+# token's cos_sim (sample > 0: the store's file statistics skip every file of a one-sample job).
 SQL = f"""
 WITH {SELECTED_RUNS},
 cosines AS (
@@ -42,31 +47,32 @@ cosines AS (
 ranges AS (
   SELECT run_id, min(cos_sim) AS lo, max(cos_sim) AS hi FROM cosines GROUP BY run_id
 ),
-binned AS (
-  SELECT c.*, ranges.lo, ranges.hi,
-         coalesce(least($bins - 1,
-                        floor((c.cos_sim - ranges.lo) / NULLIF(ranges.hi - ranges.lo, 0) * $bins)), 0)::INTEGER AS bin
-  FROM cosines c JOIN ranges USING (run_id)
-),
-first_draws AS (
-  UNPIVOT (SELECT run_id, sequence, position, {_UNPIVOTED} FROM tokens JOIN selected USING (run_id))
-  ON {", ".join(INTERVENTION_NAMES)} INTO NAME intervention VALUE kl
-),
 draws AS (
-  SELECT run_id, sequence, position, intervention, 0 AS sample, kl FROM first_draws
+  SELECT run_id, cos_sim::DOUBLE AS cos_sim, k, 0 AS sample, value AS kl
+  FROM {per_intervention("kl", carry=("cos_sim", "intervened"))}
+  WHERE intervened AND cos_sim IS NOT NULL
   UNION ALL
-  SELECT run_id, sequence, position, intervention, sample, kl FROM interventions JOIN selected USING (run_id)
-  WHERE sample > 0
+  SELECT run_id, c.cos_sim, (list_position({INTERVENTION_LIST}, i.intervention) - 1)::SMALLINT AS k, i.sample, i.kl
+  FROM interventions i JOIN cosines c USING (run_id, sequence, position)
+  WHERE i.sample > 0 AND {INTERVENTION_FILTER}
+),
+binned AS (
+  SELECT d.*, r.lo, r.hi,
+         coalesce(least($bins - 1, floor((d.cos_sim - r.lo) / NULLIF(r.hi - r.lo, 0) * $bins)), 0)::INTEGER AS bin
+  FROM draws d JOIN ranges r USING (run_id)
+),
+curve AS (
+  SELECT run_id, k, bin, any_value(lo + bin * (hi - lo) / $bins) AS cos_lo,
+         any_value(lo + (bin + 1) * (hi - lo) / $bins) AS cos_hi,
+         avg(cos_sim) AS cos_sim_mean, avg(kl) AS kl_mean, stddev_samp(kl) AS kl_std,
+         count(*) FILTER (WHERE sample = 0) AS n_tokens
+  FROM binned
+  GROUP BY run_id, k, bin
 )
-SELECT r.job_id, r.run_id, r.sae, r.layer, i.intervention, b.bin,
-       any_value(b.lo + b.bin * (b.hi - b.lo) / $bins) AS cos_lo,
-       any_value(b.lo + (b.bin + 1) * (b.hi - b.lo) / $bins) AS cos_hi,
-       avg(b.cos_sim) AS cos_sim_mean, avg(i.kl) AS kl_mean, stddev_samp(i.kl) AS kl_std,
-       count(*) FILTER (WHERE i.sample = 0) AS n_tokens
-FROM draws i JOIN binned b USING (run_id, sequence, position) JOIN selected r USING (run_id)
-WHERE {INTERVENTION_FILTER}
-GROUP BY ALL
-ORDER BY r.job_id, r.layer, r.run_id, i.intervention, b.bin
+SELECT r.job_id, r.run_id, r.sae, r.layer, {INTERVENTION_LIST}[c.k + 1] AS intervention, c.bin,
+       c.cos_lo, c.cos_hi, c.cos_sim_mean, c.kl_mean, c.kl_std, c.n_tokens
+FROM curve c JOIN selected r USING (run_id)
+ORDER BY r.job_id, r.layer, r.run_id, intervention, c.bin
 """
 
 

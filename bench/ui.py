@@ -29,7 +29,7 @@ PAGE_QUERIES: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("by_position", {"job": "{job}", "interventions": ["sae", "eps_random", "zero_ablation"]}),
     ],
     "correlations": [
-        ("compare_saes", {"job": "{job}", "scope": None}),
+        ("runs", {"job": "{job}"}),
         ("token_sample", {"job": "{job}", "run": "{run}", "x": "position", "y": "kl_gap", "other_run": "{other}"}),
         ("cross_layer", {"job": "{job}"}),
     ],

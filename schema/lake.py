@@ -131,7 +131,8 @@ def ensure_relations(conn: duckdb.DuckDBPyConnection) -> None:
         return
 
     def create() -> None:
-        missing_rollups = [name for name in ROLLUP_SELECTS if name not in _lake_tables(conn)]
+        existing = _lake_tables(conn)  # empty for a new lake: nothing to fill
+        missing_rollups = [name for name in ROLLUP_SELECTS if "interventions" in existing and name not in existing]
         for statement in table_ddl():
             conn.execute(statement)
         if not set(TOKEN_METRICS_SCHEMA.names) <= _columns(conn, "tokens"):

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
-from analysis.cross_layer import Params, cross_layer
+from analysis.cross_layer import Params, _aligned, _pairwise, cross_layer
 from tests.fixture_store import PLANTED_CROSS_LAYER_CORR, SAE_A, Fixture
 
 
@@ -34,3 +35,14 @@ def test_layer_filter_picks_one_row_of_the_matrix(fixture_store: Fixture) -> Non
 def test_jobs_are_never_paired(fixture_store: Fixture) -> None:
     table = cross_layer(Params(), store=fixture_store.store).to_pandas()
     assert len(table) == 4 * 4 + 1  # job "single" pairs its one run with itself only
+
+
+def test_runs_with_different_tokens_pair_on_the_shared_ones() -> None:
+    """Keys are (sequence << 16) + position; run b lacks one of run a's tokens and has one of its own."""
+    key = lambda sequence, position: (sequence << 16) + position  # noqa: E731
+    a = [(key(3, 1), 1.0), (key(3, 2), 2.0), (key(4, 1), 3.0), (key(4, 2), 5.0)]
+    b = [(key(3, 1), 2.0), (key(3, 2), 4.0), (key(4, 1), 6.0), (key(5, 7), 100.0)]
+    runs = pa.table({"tokens": [[{"key": k, "gap": g} for k, g in run] for run in (a, b)]})
+    counts, r = _pairwise(_aligned(runs))
+    assert counts.tolist() == [[4, 3], [3, 4]]
+    assert r[0, 1] == pytest.approx(1.0)  # on the three shared tokens b = 2a

@@ -22,10 +22,10 @@ def _chart(table: pd.DataFrame) -> alt.Chart:
 
 
 def _ask(job_id: int) -> None:
-    runs = answer("compare_saes", job=job_id, scope=None)
+    runs = answer("runs", job=job_id)
     labels = {row.run_id: run_label(row) for row in runs.itertuples()}
     if not labels:
-        st.info(f"job {job_id} has no runs with records yet.")
+        st.info(f"job {job_id} has no runs yet.")
         return
     with st.form("context"):
         run = st.selectbox("Run", list(labels), format_func=labels.get)

@@ -25,7 +25,7 @@ def _axis_title(variable: str) -> str:
 
 
 def _runs(job_id: int) -> pd.DataFrame:
-    return answer("compare_saes", job=job_id, scope=None)[["run_id", "layer", "sae"]]
+    return answer("runs", job=job_id)
 
 
 def _filters(job_id: int) -> dict[str, object]:
