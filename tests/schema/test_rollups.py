@@ -1,5 +1,5 @@
-"""The rollups sequence_sums and kl_bins: exact rows from a hand-made shard, replaced on a
-retried shard, filled once on open for a lake from before them."""
+"""The rollups sequence_sums and kl_bins, and tokens' per-intervention metrics: exact rows from a
+hand-made shard, replaced on a retried shard, filled once on open for a lake from before them."""
 
 from __future__ import annotations
 
@@ -32,6 +32,17 @@ EXPECTED_KL_BINS = [
 ]
 
 
+# tokens' per-intervention columns: sample 0 only (position 2's second eps_random draw, kl 9.0, is not one)
+TOKEN_METRICS = (
+    "SELECT position, kl_sae, loss_delta_sae, kl_eps_random, loss_delta_eps_random, kl_zero_ablation FROM tokens"
+)
+EXPECTED_TOKEN_METRICS = [
+    (0, None, None, None, None, None),  # BOS: not intervened, no record
+    (1, 0.5, 0.75, 0.125, 0.25, None),  # zero_ablation was not run
+    (2, 1.0, None, 0.0, None, None),  # last position: no next token, no loss
+]
+
+
 def rows(sql: str, store: Store) -> list[tuple]:
     return [tuple(row.values()) for row in read.query(sql, store=store).to_pylist()]
 
@@ -52,7 +63,7 @@ def test_rollups_agree_with_the_records(tmp_store: Store) -> None:
         assert rows(totals.format(table=table), tmp_store) == records
 
 
-def test_retried_shard_replaces_its_rollup_rows(tmp_store: Store) -> None:
+def test_retried_shard_replaces_its_rollup_rows_and_token_metrics(tmp_store: Store) -> None:
     job_id, run_id, shard_id = _tiny_shard(tmp_store)
     tokens = read.query("SELECT * EXCLUDE (run_id, shard_id) FROM tokens", store=tmp_store)
     retry = pa.Table.from_pylist(
@@ -62,6 +73,11 @@ def test_retried_shard_replaces_its_rollup_rows(tmp_store: Store) -> None:
     tmp_store.write_shard(job_id, shard_id, {run_id: (tokens, retry)})
     assert rows(SEQUENCE_SUMS, tmp_store) == [(0, "sae", 1, 1, 500.0, 1, 1.0, 1, 3.0)]
     assert rows(KL_BINS, tmp_store) == [("sae", KL_BIN_COUNT - 1, 1, 1, 500.0, 500.0)]  # above 1e2: last bin
+    assert rows(f"{TOKEN_METRICS} ORDER BY position", tmp_store) == [  # tokens' metrics replaced too
+        (0, None, None, None, None, None),
+        (1, 500.0, 1.0, None, None, None),
+        (2, None, None, None, None, None),
+    ]
 
 
 def test_rollups_filled_once_on_open_for_an_older_lake(tmp_store: Store) -> None:
@@ -75,36 +91,9 @@ def test_rollups_filled_once_on_open_for_an_older_lake(tmp_store: Store) -> None
         assert rows(KL_BINS, again) == EXPECTED_KL_BINS
 
 
-# tokens' per-intervention columns: sample 0 only (position 2's second eps_random draw, kl 9.0, is not one)
-TOKEN_METRICS = (
-    "SELECT position, kl_sae, loss_delta_sae, kl_eps_random, loss_delta_eps_random, kl_zero_ablation FROM tokens"
-)
-EXPECTED_TOKEN_METRICS = [
-    (0, None, None, None, None, None),  # BOS: not intervened, no record
-    (1, 0.5, 0.75, 0.125, 0.25, None),  # zero_ablation was not run
-    (2, 1.0, None, 0.0, None, None),  # last position: no next token, no loss
-]
-
-
 def test_tokens_carry_each_interventions_sample0_metrics(tmp_store: Store) -> None:
     _tiny_shard(tmp_store)
     assert rows(f"{TOKEN_METRICS} ORDER BY position", tmp_store) == EXPECTED_TOKEN_METRICS
-
-
-def test_retried_shard_replaces_its_token_metrics(tmp_store: Store) -> None:
-    job_id, run_id, shard_id = _tiny_shard(tmp_store)
-    tokens = read.query("SELECT * EXCLUDE (run_id, shard_id) FROM tokens", store=tmp_store)
-    retry = pa.Table.from_pylist(
-        [{"sequence": 0, "position": 1, "intervention": "sae", "sample": 0, "kl": 500.0, "loss": 3.0,
-          "loss_delta": 1.0}],
-    )  # fmt: skip
-    tmp_store.write_shard(job_id, shard_id, {run_id: (tokens, retry)})
-    assert rows(f"{TOKEN_METRICS} ORDER BY position", tmp_store) == [
-        (0, None, None, None, None, None),
-        (1, 500.0, 1.0, None, None, None),
-        (2, None, None, None, None, None),
-    ]
-    assert rows("SELECT count(*) FROM tokens", tmp_store) == [(3,)]
 
 
 def test_token_metrics_added_once_on_open_for_an_older_lake(tmp_store: Store) -> None:
