@@ -19,17 +19,27 @@ class Params(ScopedFilters):
         return {**super().bind(), "min_count": self.min_count, "top": self.top}
 
 
+# Ranked on numbers alone; the text of the few winning tokens is looked up afterwards
+# (carrying token_text through the grouping of every token cost ~30% more at seed scale).
 SQL = f"""
-WITH {SELECTED_RUNS}, {GAPS}
-SELECT r.job_id, g.run_id, r.sae, r.layer, g.token_id, any_value(g.token_text) AS token_text,
-       count(*) AS n, avg(g.kl_gap) AS kl_gap_mean, stddev_samp(g.kl_gap) AS kl_gap_std,
-       avg(g.kl_sae) AS kl_sae_mean, avg(g.kl_eps_random) AS kl_eps_random_mean
-FROM gaps g JOIN selected r USING (run_id)
-WHERE g.intervened
-GROUP BY r.job_id, g.run_id, r.sae, r.layer, g.token_id
-HAVING count(*) >= $min_count
-QUALIFY row_number() OVER (PARTITION BY g.run_id ORDER BY avg(g.kl_gap) DESC, g.token_id) <= $top
-ORDER BY r.job_id, r.layer, g.run_id, kl_gap_mean DESC, g.token_id
+WITH {SELECTED_RUNS}, {GAPS},
+top AS (
+  SELECT run_id, token_id, count(*) AS n, avg(kl_gap) AS kl_gap_mean, stddev_samp(kl_gap) AS kl_gap_std,
+         avg(kl_sae) AS kl_sae_mean, avg(kl_eps_random) AS kl_eps_random_mean
+  FROM gaps
+  WHERE intervened
+  GROUP BY run_id, token_id
+  HAVING count(*) >= $min_count
+  QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY avg(kl_gap) DESC, token_id) <= $top
+),
+texts AS (
+  SELECT run_id, token_id, any_value(token_text) AS token_text FROM tokens SEMI JOIN top USING (run_id, token_id)
+  GROUP BY run_id, token_id
+)
+SELECT r.job_id, t.run_id, r.sae, r.layer, t.token_id, x.token_text,
+       t.n, t.kl_gap_mean, t.kl_gap_std, t.kl_sae_mean, t.kl_eps_random_mean
+FROM top t JOIN selected r USING (run_id) JOIN texts x USING (run_id, token_id)
+ORDER BY r.job_id, r.layer, t.run_id, t.kl_gap_mean DESC, t.token_id
 """
 
 
