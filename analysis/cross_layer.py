@@ -67,9 +67,8 @@ def _aligned(runs: pa.Table) -> np.ndarray:
     n_rows = (int((every_key >> 16).max()) - first_sequence + 1) * positions
     matrix = np.full((n_rows, runs.num_rows), np.nan)  # (T, R)
     for column, (run, run_keys) in enumerate(zip(tokens, keys, strict=True)):
-        matrix[((run_keys >> 16) - first_sequence) * positions + (run_keys & 0xFFFF), column] = run.field(
-            "gap"
-        ).to_numpy()
+        rows = ((run_keys >> 16) - first_sequence) * positions + (run_keys & 0xFFFF)  # (T_run,)
+        matrix[rows, column] = run.field("gap").to_numpy()
     return matrix[~np.isnan(matrix).all(axis=1)]  # keys no run has (BOS, unused positions)
 
 
