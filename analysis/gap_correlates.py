@@ -38,12 +38,19 @@ _SUMS = ",\n       ".join(
     f"sum({v}) AS sx_{v}, sum({v} * {v}) AS sxx_{v}, sum(kl_gap * {v}) AS sxy_{v}" for v in TOKEN_VARIABLES
 )
 
-# Sufficient statistics per (run, token id): Pearson for every variable follows by summing
-# them, token frequency included (every occurrence of a token id has x = its count n), so
-# no per-token window or frequency join runs over 10^7 rows.
-PARTIALS_SQL = f"""{_FACTS}
-SELECT run_id, token_id, count(*) AS n, sum(kl_gap) AS sy, sum(kl_gap * kl_gap) AS syy,
+# Sufficient statistics per run for Pearson of the gap with each token variable.
+RUN_SUMS_SQL = f"""{_FACTS}
+SELECT run_id, count(*) AS n, sum(kl_gap) AS sy, sum(kl_gap * kl_gap) AS syy,
        {_SUMS}
+FROM facts
+GROUP BY run_id
+"""
+
+# Occurrences n and gap sum per (run, token id): token frequency's Pearson follows by summing
+# them (every occurrence of a token id has x = its count n), so no per-token window or
+# frequency join runs over 10^7 rows; the Spearman sample takes its frequencies from here.
+TOKEN_COUNTS_SQL = f"""{_FACTS}
+SELECT run_id, token_id, count(*) AS n, sum(kl_gap) AS sy
 FROM facts
 GROUP BY run_id, token_id
 """
@@ -66,15 +73,15 @@ SCHEMA = pa.schema(
 
 
 def gap_correlates(params: Params, store: Any = None) -> pa.Table:
-    partials = read(PARTIALS_SQL, params.bind(), store).to_pandas()
-    if partials.empty:
+    totals = read(RUN_SUMS_SQL, params.bind(), store).to_pandas().set_index("run_id")
+    if totals.empty:
         return empty_like(SCHEMA)
-    pearson = _pearson(partials)
-    runs = pearson.groupby("run_id").n.first()
-    fractions = np.minimum(1.0, params.spearman_tokens / runs.to_numpy())
-    sample_params = {**params.bind(), "sample_runs": runs.index.tolist(), "fractions": fractions.tolist()}
+    counts = read(TOKEN_COUNTS_SQL, params.bind(), store).to_pandas()
+    pearson = _pearson(totals, counts)
+    fractions = np.minimum(1.0, params.spearman_tokens / totals.n.to_numpy())
+    sample_params = {**params.bind(), "sample_runs": totals.index.tolist(), "fractions": fractions.tolist()}
     sample = read(SAMPLE_SQL, sample_params, store).to_pandas()
-    frequency = partials[["run_id", "token_id", "n"]].rename(columns={"n": "token_frequency"})
+    frequency = counts[["run_id", "token_id", "n"]].rename(columns={"n": "token_frequency"})
     spearman = _spearman(sample.merge(frequency, on=["run_id", "token_id"]))
     run_facts = read(RUNS_SQL, params.bind(), store).to_pandas()
     rows = pearson.merge(spearman, on=["run_id", "variable"], how="left").merge(run_facts, on="run_id")
@@ -91,17 +98,18 @@ def _correlation(
         return (n * sxy - sx * sy) / np.sqrt((n * sxx - sx * sx) * (n * syy - sy * sy))
 
 
-def _pearson(partials: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, variable): n and Pearson r, from the per-token-id sums."""
-    counts = partials.n.astype(np.float64)
-    partials = partials.assign(  # x = token frequency = n for each of the n occurrences
-        sx_token_frequency=counts * counts, sxx_token_frequency=counts**3, sxy_token_frequency=counts * partials.sy
-    )
-    totals = partials.drop(columns="token_id").groupby("run_id").sum()
+def _pearson(totals: pd.DataFrame, counts: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, variable): n and Pearson r, from the run sums and the per-token-id counts."""
+    occurrences = counts.n.astype(np.float64)  # x = token frequency = n for each of the n occurrences
+    frequency = pd.DataFrame({
+        "run_id": counts.run_id, "sx_token_frequency": occurrences**2, "sxx_token_frequency": occurrences**3,
+        "sxy_token_frequency": occurrences * counts.sy,
+    }).groupby("run_id").sum()  # fmt: skip
+    totals = totals.join(frequency)
+    n = totals.n.to_numpy(np.float64)
     rows = []
     for variable in VARIABLES:
         sx, sxx, sxy = (totals[f"{p}_{variable}"].to_numpy() for p in ("sx", "sxx", "sxy"))
-        n = totals.n.to_numpy(np.float64)
         r = _correlation(n, sx, totals.sy.to_numpy(), sxx, totals.syy.to_numpy(), sxy)
         rows.append(pd.DataFrame({"run_id": totals.index, "variable": variable, "n": totals.n, "pearson": r}))
     return pd.concat(rows, ignore_index=True)
