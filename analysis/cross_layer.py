@@ -8,12 +8,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
 from analysis.base import GAPS, SELECTED_RUNS, Scope, ScopedFilters, empty_like, read
 
 
 class Params(ScopedFilters):
     scope: Scope | None = None  # per-run answer; either scope
+    max_tokens: int | None = Field(
+        default=None, ge=3, description="token positions per run, a hash sample shared by every run; None: all"
+    )
 
 
 # One row per run: its intervened tokens' (key, gap) pairs, key = sequence * 2^16 + position,
@@ -26,9 +30,19 @@ WITH {SELECTED_RUNS}, {GAPS}
 SELECT r.job_id, g.run_id, r.layer, r.sae,
        list({{'key': g.sequence::BIGINT * 65536 + g.position, 'gap': g.kl_gap::DOUBLE}}) AS tokens
 FROM gaps g JOIN selected r USING (run_id)
-WHERE g.intervened AND g.kl_gap IS NOT NULL
+WHERE g.intervened AND g.kl_gap IS NOT NULL AND hash(g.sequence, g.position) % 1000000 < $fraction * 1000000
 GROUP BY r.job_id, g.run_id, r.layer, r.sae
 ORDER BY r.job_id, r.layer, g.run_id
+"""
+
+# Token positions per run (those with an `sae` record, from the sequence_sums rollup): what
+# max_tokens is a fraction of. The same (sequence, position) keys are drawn for every run.
+TOKEN_COUNT_SQL = f"""
+WITH {SELECTED_RUNS}
+SELECT max(n) AS n FROM (
+  SELECT run_id, sum(n_sample0) AS n FROM sequence_sums JOIN selected USING (run_id)
+  WHERE intervention = 'sae' GROUP BY run_id
+)
 """
 
 SCHEMA = pa.schema(
@@ -40,7 +54,7 @@ SCHEMA = pa.schema(
 
 def cross_layer(params: Params, store: Any = None) -> pa.Table:
     whole_jobs = params.model_copy(update={"run": None, "layer": None})
-    runs = read(SQL, whole_jobs.bind(), store)
+    runs = read(SQL, {**whole_jobs.bind(), "fraction": _fraction(whole_jobs, store)}, store)
     jobs = runs["job_id"].unique().to_pylist()
     pairs = [_job_pairs(runs.filter(pc.equal(runs["job_id"], job))) for job in jobs]
     pairs = [frame for frame in pairs if len(frame)]
@@ -53,6 +67,14 @@ def cross_layer(params: Params, store: Any = None) -> pa.Table:
     if params.layer is not None:
         chosen &= matrix.layer_a.to_numpy() == params.layer
     return pa.Table.from_pandas(matrix[chosen][SCHEMA.names], schema=SCHEMA, preserve_index=False)
+
+
+def _fraction(params: Params, store: Any) -> float:
+    """Share of token keys to read: max_tokens over the largest run's token count, at most 1."""
+    if params.max_tokens is None:
+        return 1.0
+    tokens = read(TOKEN_COUNT_SQL, params.bind(), store)["n"][0].as_py()
+    return min(1.0, params.max_tokens / tokens) if tokens else 1.0
 
 
 def _aligned(runs: pa.Table) -> np.ndarray:

@@ -17,6 +17,7 @@ from analysis.registry import get_module
 from schema.config import StoreConfig
 from schema.read import query
 from schema.store import Store
+from ui.data import HEATMAP_TOKENS
 
 log = logging.getLogger("bench.ui")
 
@@ -31,7 +32,7 @@ PAGE_QUERIES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "correlations": [
         ("runs", {"job": "{job}"}),
         ("token_sample", {"job": "{job}", "run": "{run}", "x": "position", "y": "kl_gap", "other_run": "{other}"}),
-        ("cross_layer", {"job": "{job}"}),
+        ("cross_layer", {"job": "{job}", "max_tokens": HEATMAP_TOKENS}),
     ],
     "tokens": [("top_tokens", {"job": "{job}"}), ("token_contexts", {"job": "{job}", "run": "{run}", "limit": 100})],
 }

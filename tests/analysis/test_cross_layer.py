@@ -46,3 +46,13 @@ def test_runs_with_different_tokens_pair_on_the_shared_ones() -> None:
     counts, r = _pairwise(_aligned(runs))
     assert counts.tolist() == [[4, 3], [3, 4]]
     assert r[0, 1] == pytest.approx(1.0)  # on the three shared tokens b = 2a
+
+
+def test_max_tokens_reads_one_hash_sample_of_keys_for_every_run(fixture_store: Fixture) -> None:
+    job = fixture_store.job_ids["all"]
+    sampled = cross_layer(Params(job=job, max_tokens=140), store=fixture_store.store).to_pandas()
+    (n,) = set(sampled.n)  # the same keys in every run: every pair has the whole sample
+    assert 70 < n < 210  # about 140 of the 280 tokens
+    assert sampled[sampled.run_a == sampled.run_b].pearson.to_numpy() == pytest.approx(1.0)
+    everything = cross_layer(Params(job=job, max_tokens=10_000), store=fixture_store.store).to_pandas()
+    assert (everything.n == 280).all()

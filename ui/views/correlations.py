@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.token_sample import VARIABLES
-from ui.data import answer, pick_job, run_label
+from ui.data import HEATMAP_TOKENS, answer, pick_job, run_label
 
 UNITS = {
     "position": "tokens",
@@ -73,10 +73,11 @@ def _pair_section(job_id: int) -> None:
 
 
 def _cross_layer(job_id: int) -> None:
-    pairs = answer("cross_layer", job=job_id)
+    pairs = answer("cross_layer", job=job_id, max_tokens=HEATMAP_TOKENS)
     if pairs.empty:
         return
     st.subheader(f"Pearson correlation of the per-token KL gap between runs, job {job_id}")
+    st.caption(f"Up to {HEATMAP_TOKENS:,} token positions per run, the same ones in every run (n in the tooltip).")
     pairs = pairs.assign(a=pairs.layer_a.astype(str) + " · run " + pairs.run_a.astype(str),
                          b=pairs.layer_b.astype(str) + " · run " + pairs.run_b.astype(str))  # fmt: skip
     base = alt.Chart(pairs).encode(x=alt.X("a:O", title="layer · run"), y=alt.Y("b:O", title="layer · run"))
