@@ -35,14 +35,11 @@ GROUP BY r.job_id, g.run_id, r.layer, r.sae
 ORDER BY r.job_id, r.layer, g.run_id
 """
 
-# Token positions per run (those with an `sae` record, from the sequence_sums rollup): what
-# max_tokens is a fraction of. The same (sequence, position) keys are drawn for every run.
+# Intervened tokens with a gap in the largest selected run: what max_tokens is a fraction of.
+# The same (sequence, position) keys are drawn for every run.
 TOKEN_COUNT_SQL = f"""
-WITH {SELECTED_RUNS}
-SELECT max(n) AS n FROM (
-  SELECT run_id, sum(n_sample0) AS n FROM sequence_sums JOIN selected USING (run_id)
-  WHERE intervention = 'sae' GROUP BY run_id
-)
+WITH {SELECTED_RUNS}, {GAPS}
+SELECT max(n) AS n FROM (SELECT run_id, count(*) AS n FROM gaps WHERE intervened GROUP BY run_id)
 """
 
 SCHEMA = pa.schema(
