@@ -38,10 +38,10 @@ spliced AS (  -- from the store's per-(run, shard, intervention, position) sums:
   WHERE intervention IN ('sae', 'eps_random')
   GROUP BY run_id
 ),
-reconstruction AS (
-  SELECT run_id, count(*) AS n_tokens, avg(cos_sim) AS cos_sim, avg(l0) AS l0
-  FROM tokens JOIN chosen USING (run_id)
-  WHERE intervened
+reconstruction AS (  -- intervened tokens' means, from the store's per-(run, shard) token_sums
+  SELECT run_id, sum(n_tokens) AS n_tokens,
+         sum(cos_sim_sum) / sum(n_tokens) AS cos_sim, sum(l0_sum) / sum(n_tokens) AS l0
+  FROM token_sums JOIN chosen USING (run_id)
   GROUP BY run_id
 )
 SELECT c.job_id, c.hook_name, c.layer, c.sae, c.run_id, c.architecture, c.d_sae,

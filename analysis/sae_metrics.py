@@ -17,8 +17,9 @@ class Params(ScopedFilters):
 # kl_div_score = (kl_abl - kl_sae) / kl_abl; ce_loss_score = (ce_abl - ce_sae) / (ce_abl - ce_clean);
 # mse = mean ||x - SAE(x)||^2 (sum over dimensions, mean over tokens); l2_ratio = mean ||SAE(x)|| / ||x||.
 # The spliced means come from the store's sequence_sums rollup (~2M rows at seed scale, not the
-# 240M interventions rows). Its sums cover all samples, which for these two deterministic
-# interventions is sample 0 alone: each token counts once, as in sae_lens.
+# 240M interventions rows), the reconstruction means from token_sums (~6k rows, not 24M tokens).
+# sequence_sums covers all samples, which for these two deterministic interventions is sample 0
+# alone: each token counts once, as in sae_lens.
 SQL = f"""
 WITH {SELECTED_RUNS},
 sums AS (
@@ -36,12 +37,12 @@ spliced AS (
   FROM sums
   GROUP BY run_id
 ),
-reconstruction AS (
-  SELECT run_id, count(*) AS n_tokens,
-         avg(clean_loss) AS ce_loss_without_sae, avg(l0) AS l0, avg(l1) AS l1, avg(eps * eps) AS mse,
-         avg(cos_sim) AS cossim, avg(sae_norm / NULLIF(norm, 0)) AS l2_ratio
-  FROM tokens JOIN selected USING (run_id)
-  WHERE intervened
+reconstruction AS (  -- means over the intervened tokens, from the store's token_sums rollup
+  SELECT run_id, sum(n_tokens) AS n_tokens,
+         sum(clean_loss_sum) / NULLIF(sum(clean_loss_n), 0) AS ce_loss_without_sae,
+         sum(l0_sum) / sum(n_tokens) AS l0, sum(l1_sum) / sum(n_tokens) AS l1, sum(eps_sq_sum) / sum(n_tokens) AS mse,
+         sum(cos_sim_sum) / sum(n_tokens) AS cossim, sum(l2_ratio_sum) / NULLIF(sum(l2_ratio_n), 0) AS l2_ratio
+  FROM token_sums JOIN selected USING (run_id)
   GROUP BY run_id
 )
 SELECT r.job_id, r.run_id, r.sae, r.hook_name, r.layer, c.n_tokens,

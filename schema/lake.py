@@ -23,7 +23,7 @@ from schema.config import LAKE_ALIAS, LAKE_METADATA_SCHEMA, StoreConfig
 from schema.errors import WriteConflictError
 from schema.relations import (
     RECORD_TABLES,
-    ROLLUP_SELECTS,
+    ROLLUPS,
     TOKEN_METRICS_SCHEMA,
     TOKENS_WITH_METRICS_SELECT,
     VIEW_DDL,
@@ -132,14 +132,17 @@ def ensure_relations(conn: duckdb.DuckDBPyConnection) -> None:
 
     def create() -> None:
         existing = _lake_tables(conn)  # empty for a new lake: nothing to fill
-        missing_rollups = [name for name in ROLLUP_SELECTS if "interventions" in existing and name not in existing]
+        missing_rollups = [
+            name for name, rollup in ROLLUPS.items() if rollup.source in existing and name not in existing
+        ]
         for statement in table_ddl():
             conn.execute(statement)
         if not set(TOKEN_METRICS_SCHEMA.names) <= _columns(conn, "tokens"):
             _add_token_metrics(conn)
         for name in missing_rollups:  # a lake from before this rollup existed: fill it once from its records
-            log.info("filling rollup %s from the lake's interventions (once)", name)
-            conn.execute(f"INSERT INTO {name} {ROLLUP_SELECTS[name].format(source='interventions')}")
+            source, select = ROLLUPS[name]
+            log.info("filling rollup %s from the lake's %s (once)", name, source)
+            conn.execute(f"INSERT INTO {name} {select.format(source=source)}")
         for statement in VIEW_DDL:
             conn.execute(statement)
 

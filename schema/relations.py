@@ -8,6 +8,8 @@ intervention names in schema/spec.py, so no list is kept twice.
 
 from __future__ import annotations
 
+from typing import Literal, NamedTuple
+
 import pyarrow as pa
 
 from schema.records import INTERVENTION_SCHEMA, TOKEN_SCHEMA
@@ -143,13 +145,48 @@ FROM (
 GROUP BY run_id, shard_id, intervention, bin
 """
 
-# Rollup table -> the SELECT computing its rows from a relation with interventions' columns.
-# write_shard inserts each for the shard's rows in the shard's transaction; lake.ensure_relations
-# fills a rollup missing from an existing lake once from `interventions`.
-ROLLUP_SELECTS: dict[str, str] = {
-    "intervention_sums": INTERVENTION_SUMS_SELECT,
-    "sequence_sums": SEQUENCE_SUMS_SELECT,
-    "kl_bins": KL_BINS_SELECT,
+# Per (run, shard) sums of the intervened tokens' SAE facts: the reconstruction means of
+# sae_metrics and compare_saes (l0, cossim, mse, ...) read ~6k rows at seed scale, not 24M tokens.
+TOKEN_SUMS_SCHEMA = pa.schema(
+    [
+        *STORE_KEYS,
+        pa.field("n_tokens", pa.int64(), nullable=False),  # intervened tokens
+        pa.field("clean_loss_n", pa.int64(), nullable=False),  # of which with a next token (a clean loss)
+        pa.field("clean_loss_sum", pa.float64()),
+        pa.field("l0_sum", pa.float64()),
+        pa.field("l1_sum", pa.float64()),
+        pa.field("eps_sq_sum", pa.float64()),  # sum of ||SAE(x) - x||^2
+        pa.field("cos_sim_sum", pa.float64()),
+        pa.field("l2_ratio_n", pa.int64(), nullable=False),  # tokens with ||x|| > 0
+        pa.field("l2_ratio_sum", pa.float64()),  # sum of ||SAE(x)|| / ||x||
+    ]
+)
+
+TOKEN_SUMS_SELECT = """
+SELECT run_id, shard_id, count(*) AS n_tokens,
+       count(clean_loss) AS clean_loss_n, sum(clean_loss::DOUBLE) AS clean_loss_sum,
+       sum(l0::DOUBLE) AS l0_sum, sum(l1::DOUBLE) AS l1_sum, sum(eps::DOUBLE * eps) AS eps_sq_sum,
+       sum(cos_sim::DOUBLE) AS cos_sim_sum,
+       count(sae_norm / NULLIF(norm, 0)) AS l2_ratio_n, sum(sae_norm::DOUBLE / NULLIF(norm, 0)) AS l2_ratio_sum
+FROM {source}
+WHERE intervened
+GROUP BY run_id, shard_id
+"""
+
+
+class Rollup(NamedTuple):
+    source: Literal["interventions", "tokens"]  # the record table its rows are aggregated from
+    select: str  # SELECT computing its rows from a relation with that table's columns ({source})
+
+
+# Rollup table -> how its rows are computed. write_shard inserts each for the shard's rows in
+# the shard's transaction; lake.ensure_relations fills a rollup missing from an existing lake
+# once from its source table.
+ROLLUPS: dict[str, Rollup] = {
+    "intervention_sums": Rollup("interventions", INTERVENTION_SUMS_SELECT),
+    "sequence_sums": Rollup("interventions", SEQUENCE_SUMS_SELECT),
+    "kl_bins": Rollup("interventions", KL_BINS_SELECT),
+    "token_sums": Rollup("tokens", TOKEN_SUMS_SELECT),
 }
 
 
@@ -198,6 +235,7 @@ def table_ddl() -> list[str]:
         f"CREATE TABLE IF NOT EXISTS intervention_sums ({columns_sql(INTERVENTION_SUMS_SCHEMA)})",
         f"CREATE TABLE IF NOT EXISTS sequence_sums ({columns_sql(SEQUENCE_SUMS_SCHEMA)})",
         f"CREATE TABLE IF NOT EXISTS kl_bins ({columns_sql(KL_BINS_SCHEMA)})",
+        f"CREATE TABLE IF NOT EXISTS token_sums ({columns_sql(TOKEN_SUMS_SCHEMA)})",
     ]
 
 
@@ -231,5 +269,5 @@ JOIN runs r ON r.run_id = t.run_id
 WHERE coalesce({_ANY_KL}) IS NOT NULL
 """
 
-RECORD_TABLES: tuple[str, ...] = ("runs", "tokens", "interventions", *ROLLUP_SELECTS)
+RECORD_TABLES: tuple[str, ...] = ("runs", "tokens", "interventions", *ROLLUPS)
 VIEW_DDL: tuple[str, ...] = (TOKEN_RECORDS_VIEW, TOKEN_GAPS_VIEW)

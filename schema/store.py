@@ -26,7 +26,7 @@ from schema.config import LAKE_ALIAS, StoreConfig
 from schema.errors import RecordSchemaError, UnknownRunError, UnknownShardError
 from schema.jobs import JobTables, RunInfo
 from schema.records import INTERVENTION_SCHEMA, TOKEN_SCHEMA
-from schema.relations import ROLLUP_SELECTS, RUN_SCHEMA, STORE_KEYS, TOKENS_WITH_METRICS_SELECT
+from schema.relations import ROLLUPS, RUN_SCHEMA, STORE_KEYS, TOKENS_WITH_METRICS_SELECT
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class Store(JobTables):
         conn = self.writer()
 
         def replace() -> None:
-            for table in ("tokens", "interventions", *ROLLUP_SELECTS):
+            for table in ("tokens", "interventions", *ROLLUPS):
                 conn.execute(f"DELETE FROM {LAKE_ALIAS}.{table} WHERE shard_id = ?", [shard_id])
             _insert_records(conn, tokens, interventions)
 
@@ -175,8 +175,8 @@ def _insert_records(conn: duckdb.DuckDBPyConnection, tokens: pa.Table, intervent
     try:
         conn.execute(f"INSERT INTO {LAKE_ALIAS}.tokens {TOKENS_WITH_METRICS_SELECT.format(**sources)}")
         conn.execute(f"INSERT INTO {LAKE_ALIAS}.interventions SELECT * FROM {sources['interventions']}")
-        for table, select in ROLLUP_SELECTS.items():
-            conn.execute(f"INSERT INTO {LAKE_ALIAS}.{table} {select.format(source=sources['interventions'])}")
+        for table, rollup in ROLLUPS.items():
+            conn.execute(f"INSERT INTO {LAKE_ALIAS}.{table} {rollup.select.format(source=sources[rollup.source])}")
     finally:
         for view in sources.values():
             conn.unregister(view)

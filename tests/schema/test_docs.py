@@ -17,6 +17,7 @@ LAKE_RELATIONS = (
     "intervention_sums",
     "sequence_sums",
     "kl_bins",
+    "token_sums",
     "token_records",
     "token_gaps",
 )

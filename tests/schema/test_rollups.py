@@ -1,4 +1,4 @@
-"""The rollups sequence_sums and kl_bins, and tokens' per-intervention metrics: exact rows from a
+"""The rollups sequence_sums, kl_bins and token_sums, and tokens' per-intervention metrics: exact rows from a
 hand-made shard, replaced on a retried shard, filled once on open for a lake from before them."""
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ EXPECTED_KL_BINS = [
 ]
 
 
+TOKEN_SUMS = (
+    "SELECT n_tokens, clean_loss_n, clean_loss_sum, l0_sum, l1_sum, eps_sq_sum, cos_sim_sum, l2_ratio_n, l2_ratio_sum"
+    " FROM token_sums"
+)
+# _tiny_shard's intervened tokens: positions 1 (clean loss 2.0, l0 12, l1 6.5, eps 1, cos 0.75, norm 4,
+# sae_norm 3.5) and 2 (no clean loss, l0 20, l1 8, eps 2, cos 0.5, norm 5, sae_norm 4); BOS is not counted.
+EXPECTED_TOKEN_SUMS = [(2, 1, 2.0, 32.0, 14.5, 5.0, 1.25, 2, 3.5 / 4 + 4 / 5)]
+
 # tokens' per-intervention columns: sample 0 only (position 2's second eps_random draw, kl 9.0, is not one)
 TOKEN_METRICS = (
     "SELECT position, kl_sae, loss_delta_sae, kl_eps_random, loss_delta_eps_random, kl_zero_ablation FROM tokens"
@@ -51,7 +59,8 @@ def test_rollups_exact_rows(tmp_store: Store) -> None:
     _, run_id, shard_id = _tiny_shard(tmp_store)
     assert rows(SEQUENCE_SUMS, tmp_store) == EXPECTED_SEQUENCE_SUMS
     assert rows(KL_BINS, tmp_store) == EXPECTED_KL_BINS
-    for table in ("sequence_sums", "kl_bins"):
+    assert rows(TOKEN_SUMS, tmp_store) == EXPECTED_TOKEN_SUMS
+    for table in ("sequence_sums", "kl_bins", "token_sums"):
         assert rows(f"SELECT DISTINCT run_id, shard_id FROM {table}", tmp_store) == [(run_id, shard_id)]
 
 
@@ -82,11 +91,12 @@ def test_retried_shard_replaces_its_rollup_rows_and_token_metrics(tmp_store: Sto
 
 def test_rollups_filled_once_on_open_for_an_older_lake(tmp_store: Store) -> None:
     _tiny_shard(tmp_store)
-    for table in ("sequence_sums", "kl_bins"):  # a lake from before the rollups
+    for table in ("sequence_sums", "kl_bins", "token_sums"):  # a lake from before the rollups
         tmp_store.execute_write(f"DROP TABLE {table}")
     with Store.open(tmp_store.config) as reopened:
         assert rows(SEQUENCE_SUMS, reopened) == EXPECTED_SEQUENCE_SUMS
         assert rows(KL_BINS, reopened) == EXPECTED_KL_BINS
+        assert rows(TOKEN_SUMS, reopened) == EXPECTED_TOKEN_SUMS
     with Store.open(tmp_store.config) as again:  # filled once: a second open adds nothing
         assert rows(KL_BINS, again) == EXPECTED_KL_BINS
 
