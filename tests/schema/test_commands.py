@@ -11,6 +11,7 @@ import pytest
 
 from saegap.cli import main
 from schema.config import StoreConfig
+from schema.relations import RECORD_TABLES
 from schema.store import Store
 from tests.schema.test_read import _tiny_shard
 
@@ -63,7 +64,7 @@ def test_export_duckdb_file_opens_without_saegap(env_store, tmp_path: Path) -> N
 def test_export_parquet_with_views_script(env_store, tmp_path: Path) -> None:
     directory = tmp_path / "parquet"
     assert main(["export", "--parquet", str(directory)]) == 0
-    tables = ("runs", "tokens", "interventions", "intervention_sums", "sequence_sums", "kl_bins", "jobs")
+    tables = (*RECORD_TABLES, "jobs")  # every lake table (rollups included) and the job table
     assert {p.name for p in directory.iterdir()} == {f"{t}.parquet" for t in tables} | {"views.sql"}
     cwd = os.getcwd()
     os.chdir(directory)  # views.sql names the files relative to DIR, as `duckdb -init views.sql` run there would
