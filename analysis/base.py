@@ -47,7 +47,7 @@ gaps AS (
 INTERVENTION_LIST = "[" + ", ".join(f"'{name}'" for name in INTERVENTION_NAMES) + "]"
 
 
-def per_intervention(metric: str, carry: tuple[str, ...] = ("sequence", "position")) -> str:
+def per_intervention(metric: str, carry: tuple[str, ...]) -> str:
     """Subquery: (run_id, *carry, k, value) for each token of the selected runs and each intervention
     in $interventions (all when NULL) with a non-null `<metric>_<intervention>` column of tokens
     (schema.relations.TOKEN_METRICS_SCHEMA: sample 0); k is the intervention's index in

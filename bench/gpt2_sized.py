@@ -8,7 +8,7 @@ Timings depend on shapes only, so these stand in for gpt2-small + gpt2-small-res
 
     .venv/bin/python -m bench.gpt2_sized --layers 6
     .venv/bin/python bench/engine.py --model .work/gpt2-sized/model --sae .work/gpt2-sized/blocks.6.hook_resid_pre \
-        --tokens .work/gpt2-sized/tokens.npy --sequences 4 --per-shard 4 --repeats 2
+        --tokens .work/gpt2-sized/tokens.npy --sequences 4 --per-shard 4 --repeats 3
 """
 
 from __future__ import annotations

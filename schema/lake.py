@@ -178,13 +178,13 @@ def _relations_current(conn: duckdb.DuckDBPyConnection) -> bool:
     return all(_stored_view_body(conn, ddl) == _rendered_view_body(conn, ddl) for ddl in VIEW_DDL)
 
 
-def _view_name(ddl: str) -> str:
+def view_name(ddl: str) -> str:
     return ddl.split("VIEW", 1)[1].split()[0]
 
 
 def _stored_view_body(conn: duckdb.DuckDBPyConnection, ddl: str) -> str | None:
     row = conn.execute(
-        "SELECT sql FROM duckdb_views() WHERE database_name = ? AND view_name = ?", [LAKE_ALIAS, _view_name(ddl)]
+        "SELECT sql FROM duckdb_views() WHERE database_name = ? AND view_name = ?", [LAKE_ALIAS, view_name(ddl)]
     ).fetchone()
     return row[0].split(" AS ", 1)[1] if row else None
 
@@ -193,7 +193,7 @@ def _rendered_view_body(conn: duckdb.DuckDBPyConnection, ddl: str) -> str:
     """DuckDB re-renders a view's SQL; render ours the same way (as a temp view) to compare bodies."""
     conn.execute(ddl.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW", 1))
     row = conn.execute(
-        "SELECT sql FROM duckdb_views() WHERE database_name = 'temp' AND view_name = ?", [_view_name(ddl)]
+        "SELECT sql FROM duckdb_views() WHERE database_name = 'temp' AND view_name = ?", [view_name(ddl)]
     ).fetchone()
-    conn.execute(f"DROP VIEW temp.{_view_name(ddl)}")
+    conn.execute(f"DROP VIEW temp.{view_name(ddl)}")
     return row[0].split(" AS ", 1)[1]

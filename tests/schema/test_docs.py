@@ -6,21 +6,13 @@ import re
 from pathlib import Path
 
 from schema import read
+from schema.lake import view_name
+from schema.relations import RECORD_TABLES, VIEW_DDL
 from schema.store import Store
 from schema.tables import Base
 
 DOC = Path(__file__).parents[2] / "docs" / "schema.md"
-LAKE_RELATIONS = (
-    "runs",
-    "tokens",
-    "interventions",
-    "intervention_sums",
-    "sequence_sums",
-    "kl_bins",
-    "token_sums",
-    "token_records",
-    "token_gaps",
-)
+LAKE_RELATIONS = (*RECORD_TABLES, *(view_name(ddl) for ddl in VIEW_DDL))  # in the order docs/schema.md lists them
 
 
 def documented() -> dict[str, dict[str, list[str]]]:
