@@ -33,15 +33,33 @@ def stream_id(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
+# One salt per coordinate slot (seed, sequence, position, sample, stream): the same value in
+# two slots hashes differently, and a zero coordinate does not leave the state fixed.
+_SALTS = (0x9E3779B9, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F, 0x165667B1)
+
+
 def token_keys(
     seed: int, sequence: Int[Tensor, " n"], position: Int[Tensor, " n"], sample: int, stream: int
 ) -> Int[Tensor, " n"]:
-    """One 32-bit key per token, folding in each coordinate in turn."""
-    h = torch.full_like(sequence, seed & _MASK32, dtype=torch.int64)
-    for coordinate in (sequence.to(torch.int64), position.to(torch.int64), sample, stream):
-        h = _mix32(h ^ (coordinate & _MASK32))
-        h = (h + 0x3C6EF372) & _MASK32  # keeps a zero coordinate from fixing the state
+    """One 32-bit key per token: h = mix(seed'), then h = mix(h ^ c') for each coordinate c.
+
+    Every coordinate, the seed included, is hashed on its own first (c' = mix(c ^ salt of
+    its slot)), so no coordinate enters the state as a raw XOR of another: two keys
+    agree only by a chance collision of 32-bit hashes, with no pattern over seeds and
+    indices (folding the raw index into a seed-initialised state made seed k on sequence s
+    repeat seed 0 on sequence s XOR k).
+    """
+    coordinates = (seed, sequence, position, sample, stream)
+    hashed = [_hash_coordinate(c, salt, sequence.device) for c, salt in zip(coordinates, _SALTS, strict=True)]
+    h = hashed[0].expand(sequence.shape)
+    for coordinate in hashed[1:]:
+        h = _mix32(h ^ coordinate)
     return h
+
+
+def _hash_coordinate(value: int | Int[Tensor, " n"], salt: int, device: torch.device) -> Int[Tensor, "..."]:
+    """mix(value ^ salt): a bijection of 32-bit values, so distinct values of one slot stay distinct."""
+    return _mix32((torch.as_tensor(value, dtype=torch.int64, device=device) & _MASK32) ^ salt)
 
 
 def _uniform(h: Int[Tensor, "..."]) -> Float[Tensor, "..."]:

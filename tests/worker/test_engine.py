@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pyarrow.compute as pc
 import pytest
@@ -156,6 +158,20 @@ def test_seeded_reruns_are_identical_and_seeds_differ(model):
     other = run(model, target, tokens, seed=8)
     assert not np.allclose(kl_of(first, "eps_random"), kl_of(other, "eps_random"))
     np.testing.assert_array_equal(kl_of(first, "sae"), kl_of(other, "sae"))
+
+
+STOCHASTIC = [name for name, intervention in INTERVENTIONS.items() if intervention.stochastic]
+
+
+def test_other_seeds_do_not_reshuffle_seed_zero_over_sequences(model):
+    """Identical sequences: seed k's KL on a sequence matches seed 0's on no sequence (issue: s XOR k)."""
+    target, tokens = target_at(model, "blocks.1.hook_resid_pre"), random_tokens(1).repeat(4, 1)
+    per_sequence = {
+        seed: {name: kl_of(run(model, target, tokens, seed=seed), name).reshape(4, -1) for name in STOCHASTIC}
+        for seed in (0, 1, 2, 3)
+    }
+    for seed, name, s, s0 in itertools.product((1, 2, 3), STOCHASTIC, range(4), range(4)):
+        assert not np.array_equal(per_sequence[seed][name][s], per_sequence[0][name][s0]), (seed, name, s, s0)
 
 
 def test_draws_do_not_depend_on_batch_composition(model):
