@@ -1,6 +1,6 @@
 """What every analysis module shares: the run filters, the module record, the one read path.
 
-Each module answers one question of the seed (REFERENCE.md §1) with a named SQL query
+Each module answers one question of the seed (docs/method.md §1.5) with a named SQL query
 over the record relations (schema/relations.py). User values reach SQL only as bound
 DuckDB parameters (`$job`, `$layer`, ...); the SQL text itself is constant.
 """

@@ -19,7 +19,7 @@ class Params(ScopedFilters):
     )
 
 
-# Per-token quantities the seed correlates with the gap (REFERENCE.md §1, item 6). Token
+# Per-token quantities the seed correlates with the gap (docs/method.md §1.5, question 6). Token
 # frequency: occurrences of the token id among the run's evaluated (intervened) tokens.
 TOKEN_VARIABLES = ("position", "cos_sim", "l0", "norm", "eps")
 VARIABLES = (*TOKEN_VARIABLES, "token_frequency")

@@ -21,7 +21,7 @@ from analysis.base import INTERVENTION_FILTER, SELECTED_RUNS, InterventionFilter
 from analysis.bootstrap import bootstrap_means, percentile_interval
 from analysis.kl_histogram import RANKED_BINS, bin_quantile, binned_kl
 
-BASELINE = "eps_random"  # the seed's most natural baseline (REFERENCE.md §1)
+BASELINE = "eps_random"  # the seed's most natural baseline (docs/method.md §1.1)
 
 
 class Params(InterventionFilters):

@@ -15,7 +15,7 @@ OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("table", "csv", "json")
 
 
 def _json_value(value: Any) -> Any:
-    """NaN and infinities become null (JSON has neither; SAELens once wrote NaN as -1, REFERENCE.md §3)."""
+    """NaN and infinities become null (JSON has neither; SAELens once wrote NaN as -1, docs/method.md §3.7)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

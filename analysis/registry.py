@@ -24,7 +24,7 @@ from analysis import (
 )
 from analysis.base import AnalysisModule
 
-# In the seed's order (REFERENCE.md §1); each module defines Params and a function named like it.
+# In the seed's order (docs/method.md §1.5); each module defines Params and a function named like it.
 _ORDER: tuple[ModuleType, ...] = (
     runs,
     layer_summary,

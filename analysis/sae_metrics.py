@@ -13,7 +13,7 @@ class Params(ScopedFilters):
     pass
 
 
-# Names and formulas as in sae_lens.evals (REFERENCE.md §3): ablation = zero ablation;
+# Names and formulas as in sae_lens.evals (docs/method.md §3.6): ablation = zero ablation;
 # kl_div_score = (kl_abl - kl_sae) / kl_abl; ce_loss_score = (ce_abl - ce_sae) / (ce_abl - ce_clean);
 # mse = mean ||x - SAE(x)||^2 (sum over dimensions, mean over tokens); l2_ratio = mean ||SAE(x)|| / ||x||.
 # The spliced means come from the store's sequence_sums rollup (~2M rows at seed scale, not the

@@ -19,7 +19,7 @@ from analysis.base import (
 from schema.spec import InterventionName
 
 # The cos-matched baselines trace the layer's sensitivity to a perturbation of that cosine
-# (REFERENCE.md §1, the comment under the seed); sae and eps_random are placed on the same bins.
+# (docs/method.md §1.5, question 9); sae and eps_random are placed on the same bins.
 DEFAULT_INTERVENTIONS: list[InterventionName] = ["sae", "eps_random", "cos_random_sae_norm", "cos_random_true_norm"]
 
 

@@ -1,6 +1,6 @@
 """Store benchmark: ingest rate, disk bytes per row and query latency at seed scale.
 
-Writes synthetic records shaped like the seed's job (REFERENCE.md §1: 2M tokens = 16k
+Writes synthetic records shaped like the seed's job (docs/method.md §1.1: 2M tokens = 16k
 sequences x 128 positions, 12 layers, 10 interventions = 240M intervention rows) through
 Store.write_shard, then times two reads through schema.read.query:
 - per-layer summary: mean KL per layer and intervention;

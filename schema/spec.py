@@ -11,7 +11,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# The one list of intervention names (REFERENCE.md §2). The worker's registry maps each
+# The one list of intervention names (docs/method.md §2). The worker's registry maps each
 # name to its formula; tests check the two agree.
 InterventionName = Literal[
     "sae",
@@ -37,7 +37,7 @@ class AllTokenScope(_Strict):
 
     kind: Literal["all_tokens"] = "all_tokens"
     # SAELens/SAEBench leave BOS/EOS/PAD unreplaced and out of the means; the
-    # original scripts replaced them too (REFERENCE.md §2).
+    # original scripts replaced them too (docs/method.md §5).
     include_special_tokens: bool = False
 
 

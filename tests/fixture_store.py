@@ -52,7 +52,7 @@ MEAN_ABLATION_KL = 1e-6  # below any sensible histogram range: lands in the clam
 CLEAN_LOSS = 3.0
 SAE_LOSS_DELTA = 0.2
 ZERO_ABLATION_LOSS_DELTA = 2.0
-# ce_loss_score = (ce_abl - ce_sae) / (ce_abl - ce_clean), REFERENCE.md §3
+# ce_loss_score = (ce_abl - ce_sae) / (ce_abl - ce_clean), docs/method.md §3.6
 PLANTED_CE_LOSS_SCORE = (ZERO_ABLATION_LOSS_DELTA - SAE_LOSS_DELTA) / ZERO_ABLATION_LOSS_DELTA
 PLANTED_KL_DIV_SCORE = {
     layer: (ZERO_ABLATION_KL - r * EPS_KL_MEAN) / ZERO_ABLATION_KL for layer, r in PLANTED_KL_RATIO.items()

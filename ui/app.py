@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-# (file, title, icon) in the seed's order (REFERENCE.md §1); the Jobs page comes first.
+# (file, title, icon) in the seed's order (docs/method.md §1.5); the Jobs page comes first.
 PAGES = (
     ("views/jobs.py", "Jobs", ":material/play_circle:"),
     ("views/layer_summary.py", "Layer summary", ":material/bar_chart:"),

@@ -5,7 +5,7 @@ For one batch: one clean pass caches the activations at every hook the job evalu
 variant (intervention x sample) is spliced in with a TransformerLens hook and the model
 is re-run from that block on (`start_at_layer`), many variants stacked in the batch
 dimension up to a token budget. KL(P_clean || Q) over the full vocabulary and the CE
-loss are computed only at the positions that are recorded (REFERENCE.md §3).
+loss are computed only at the positions that are recorded (docs/method.md §3).
 
 It knows nothing of databases or queues: see worker/evaluate.py for the job-level loop.
 """

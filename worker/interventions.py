@@ -1,4 +1,4 @@
-"""The interventions: what replaces an activation x (REFERENCE.md §2).
+"""The interventions: what replaces an activation x (docs/method.md §2).
 
 Each formula is written once, below, with the formula in its docstring, and listed once
 in `INTERVENTIONS`. A formula maps the `Splice` of the N intervened tokens at one hook

@@ -1,4 +1,4 @@
-"""Resolve and load models, SAEs and token sets the way SAELens users expect (REFERENCE.md §4).
+"""Resolve and load models, SAEs and token sets the way SAELens users expect (docs/method.md §4).
 
 Names resolve in this order: a bundled name from `models/registry.json` (the `demo`
 model and its `demo-*` SAE releases, so `--model demo --sae demo-res/blocks.2.hook_resid_pre`

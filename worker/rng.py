@@ -2,7 +2,7 @@
 
 A draw for (job seed, sequence index, position, sample index, stream) is the same
 whatever batch, shard or device order produced it, so a rerun reproduces every record
-bit-for-bit (the original scripts drew fresh unseeded noise each pass; REFERENCE.md §2).
+bit-for-bit (the original scripts drew fresh unseeded noise each pass; docs/method.md §5).
 Hashing uses 32-bit values held in int64 with multipliers below 2**31, so no product
 overflows.
 """
