@@ -21,12 +21,15 @@ from analysis import (
     token_contexts,
     token_sample,
     top_tokens,
+    verdict,
 )
 from analysis.base import AnalysisModule
 
-# In the seed's order (docs/method.md §1.5); each module defines Params and a function named like it.
+# The answer first (verdict), then the seed's order (docs/method.md §1.5); each module defines Params and a
+# function named like it.
 _ORDER: tuple[ModuleType, ...] = (
     runs,
+    verdict,
     layer_summary,
     sae_metrics,
     kl_histogram,

@@ -22,7 +22,7 @@ SEED_QUESTIONS = {
 # Nothing from one all-token `sae` record: a CI, std, z or correlation needs spread, a gap needs
 # eps_random, downstream needs a single-token run. Plain aggregates give that record's row.
 EMPTY_ON_ONE_RECORD = {"layer_summary", "sigma_test", "sigma_draws", "gap_correlates", "cross_layer", "top_tokens"}
-EMPTY_ON_ONE_RECORD |= {"downstream"}
+EMPTY_ON_ONE_RECORD |= {"downstream", "verdict"}  # verdict: its ratios need a CI
 
 
 def test_registry_lists_every_seed_question_once() -> None:

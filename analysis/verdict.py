@@ -1,0 +1,160 @@
+"""Per run: are the SAE's errors pathological? Its KL and CE increase over each random baseline's, with verdicts.
+
+For each baseline B of BASELINES the ratios are mean(KL_sae) / mean(KL_B) and
+mean(loss_delta_sae) / mean(loss_delta_B) over the run's records (every sample of a random
+baseline counts towards its mean, as in layer_summary), each with a paired sequence-bootstrap
+interval: every replicate re-weights whole sequences, the same weights for the SAE and the
+baseline (analysis.bootstrap). The matrices are laid out as layer_summary lays them out, with
+the same seed, so the interval of the ratio to eps_random is layer_summary's kl_ratio_lo/hi.
+
+The verdict against B reads the KL ratio's interval (VERDICT_RULE): `pathological` when its
+lower bound is above 1, `better than baseline` when its upper bound is below 1, `no gap` when
+it contains 1; NULL when the run has no records of B. `frac_tokens_sae_above_eps_random` is the
+share of intervened tokens whose SAE KL exceeds the sample-0 eps_random KL. For single-token runs
+with enough draws (analysis.sigma_test), z_median, z_p90 and frac_z_above_2 summarise the sigma
+test's z per token; NULL for runs without.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pydantic import Field
+
+from analysis.base import GAPS, SELECTED_RUNS, Scope, ScopedFilters, empty_like, read
+from analysis.bootstrap import bootstrap_means, percentile_interval
+from analysis.layer_summary import PER_SEQUENCE_SQL
+from analysis.sigma_test import Params as SigmaParams
+from analysis.sigma_test import sigma_test
+
+# The random baselines the SAE is compared with, most natural first (REFERENCE.md §1).
+BASELINES: tuple[str, ...] = (
+    "eps_random", "cos_random_sae_norm", "cos_random_true_norm", "eps_cov_random", "eps_real_diff"
+)  # fmt: skip
+PATHOLOGICAL, NO_GAP, BETTER = "pathological", "no gap", "better than baseline"
+VERDICT_RULE = "pathological: CI lower bound > 1; better than baseline: CI upper bound < 1; no gap: CI contains 1"
+Z_THRESHOLD = 2.0
+_Z_COLUMNS = ("z_median", "z_p90", "frac_z_above_2")
+
+
+class Params(ScopedFilters):
+    scope: Scope | None = None  # a verdict per run, either scope
+    n_boot: int = Field(default=1000, ge=100, le=20_000, description="bootstrap replicates")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    seed: int = Field(default=0, ge=0)
+
+
+RUNS_SQL = f"""
+WITH {SELECTED_RUNS}
+SELECT job_id, run_id, sae, hook_name, hook_point, layer, scope FROM selected
+"""
+
+# Share of intervened tokens where the SAE's KL exceeds eps_random's (sample 0), per run.
+ABOVE_SQL = f"""
+WITH {SELECTED_RUNS}, {GAPS}
+SELECT run_id, count(*)::BIGINT AS n_tokens, avg((kl_sae > kl_eps_random)::DOUBLE) AS frac_tokens_sae_above_eps_random
+FROM gaps WHERE intervened GROUP BY run_id
+"""
+
+_F, _S = pa.float64(), pa.string()
+
+
+def _baseline_fields(baseline: str) -> list[tuple[str, pa.DataType]]:
+    """The baseline's mean KL, its KL and CE ratios with their intervals, and the verdict."""
+    ratios = [f"{metric}_ratio_{baseline}{end}" for metric in ("kl", "ce") for end in ("", "_lo", "_hi")]
+    return [(f"kl_{baseline}", _F), *[(name, _F) for name in ratios], (f"verdict_{baseline}", _S)]
+
+
+_RATIO_FIELDS = [field for baseline in BASELINES for field in _baseline_fields(baseline)]
+SCHEMA = pa.schema(
+    [("job_id", pa.int64()), ("run_id", pa.int64()), ("sae", _S), ("hook_name", _S), ("hook_point", _S),
+     ("layer", pa.int32()), ("scope", _S), ("n_tokens", pa.int64()), ("n_sequences", pa.int64()),
+     ("kl_sae", _F), ("loss_delta_sae", _F), *_RATIO_FIELDS, ("frac_tokens_sae_above_eps_random", _F),
+     ("z_median", _F), ("z_p90", _F), ("frac_z_above_2", _F)]
+)  # fmt: skip
+
+
+def verdict(params: Params, store: Any = None) -> pa.Table:
+    bound = params.bind()
+    per_sequence = read(PER_SEQUENCE_SQL, {**bound, "interventions": None}, store).to_pandas()  # all of them
+    frames = [_ratios_of_job(rows, params) for _, rows in per_sequence.groupby("job_id")]
+    frames = [frame for frame in frames if len(frame)]
+    if not frames:  # no records, or no run with two sequences
+        return empty_like(SCHEMA)
+    table = read(RUNS_SQL, bound, store).to_pandas().merge(pd.concat(frames), on="run_id")
+    table = table.merge(read(ABOVE_SQL, bound, store).to_pandas(), on="run_id", how="left")
+    table = table.merge(_sigma_summary(params, store), on="run_id", how="left")
+    for baseline in BASELINES:
+        table[f"verdict_{baseline}"] = verdicts(table[f"kl_ratio_{baseline}_lo"], table[f"kl_ratio_{baseline}_hi"])
+    table = table.sort_values(["job_id", "layer", "run_id"])
+    return pa.Table.from_pandas(table[SCHEMA.names], schema=SCHEMA, preserve_index=False)
+
+
+def verdicts(low: pd.Series, high: pd.Series) -> list[str | None]:
+    """VERDICT_RULE per interval; None where the interval is unknown (no such baseline)."""
+    return [
+        None if not (np.isfinite(lo) and np.isfinite(hi)) else PATHOLOGICAL if lo > 1 else BETTER if hi < 1 else NO_GAP
+        for lo, hi in zip(low, high, strict=True)
+    ]
+
+
+def _ratios_of_job(rows: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """SAE-over-baseline ratios and their paired intervals for every run of one job (layer_summary's layout)."""
+    keys = ["run_id", "intervention"]
+    group_index = rows.groupby(keys, sort=True).ngroup().to_numpy()  # (N,) group of each row
+    groups = rows[keys].drop_duplicates().sort_values(keys).reset_index(drop=True)  # row g = group g
+    sequence_index = np.unique(rows.sequence.to_numpy(), return_inverse=True)[1]  # (N,)
+    shape = (int(sequence_index.max()) + 1, len(groups))  # (S, G)
+    dense = {}
+    for column in ("kl_sum", "loss_sum", "kl_count", "loss_count"):
+        dense[column] = np.zeros(shape)
+        dense[column][sequence_index, group_index] = rows[column].to_numpy(np.float64)
+    sums = np.concatenate([dense["kl_sum"], dense["loss_sum"]], axis=1)  # (S, 2G): kl, then loss
+    counts = np.concatenate([dense["kl_count"], dense["loss_count"]], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = sums.sum(axis=0) / counts.sum(axis=0)  # (2G,)
+    replicates = bootstrap_means(sums, counts, params.n_boot, params.seed)  # (B, 2G)
+    n_sequences = np.bincount(group_index, minlength=len(groups))
+    column = {key: g for g, key in enumerate(zip(groups.run_id, groups.intervention, strict=True))}
+    runs = [run for run in groups.run_id.unique() if (run, "sae") in column and n_sequences[column[run, "sae"]] >= 2]
+    return pd.DataFrame([_run_ratios(run, column, point, replicates, len(groups), params) for run in runs]).assign(
+        n_sequences=[int(n_sequences[column[run, "sae"]]) for run in runs]
+    )
+
+
+def _run_ratios(
+    run: int, column: dict, point: np.ndarray, replicates: np.ndarray, n_groups: int, params: Params
+) -> dict[str, Any]:
+    """One run's row: SAE means and, per baseline, the KL and CE ratios with their intervals."""
+    sae = column[run, "sae"]
+    row: dict[str, Any] = {"run_id": run, "kl_sae": point[sae], "loss_delta_sae": point[n_groups + sae]}
+    for baseline in BASELINES:
+        base = column.get((run, baseline))
+        for metric, offset in (("kl", 0), ("ce", n_groups)):
+            if base is None:
+                row.update(dict.fromkeys([f"{metric}_ratio_{baseline}{s}" for s in ("", "_lo", "_hi")], np.nan))
+                continue
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratio = point[offset + sae] / point[offset + base]
+                draws = replicates[:, offset + sae] / replicates[:, offset + base]  # paired: same weights
+            low, high = percentile_interval(draws[:, None], params.confidence)
+            row.update({f"{metric}_ratio_{baseline}": ratio, f"{metric}_ratio_{baseline}_lo": low[0],
+                        f"{metric}_ratio_{baseline}_hi": high[0]})  # fmt: skip
+        row[f"kl_{baseline}"] = np.nan if base is None else point[base]
+    return row
+
+
+def _sigma_summary(params: Params, store: Any) -> pd.DataFrame:
+    """Median and 90th percentile of the sigma test's z per run, and the share of tokens with z > 2."""
+    filters = {"job": params.job, "run": params.run, "layer": params.layer, "scope": params.scope}
+    z = sigma_test(SigmaParams(**filters), store=store).to_pandas()[["run_id", "z"]].dropna()
+    if z.empty:
+        return pd.DataFrame({"run_id": pd.Series(dtype="int64"), **{c: pd.Series(dtype="float64") for c in _Z_COLUMNS}})
+    grouped = z.groupby("run_id").z
+    return pd.DataFrame({
+        "z_median": grouped.median(), "z_p90": grouped.quantile(0.9),
+        "frac_z_above_2": grouped.apply(lambda values: float((values > Z_THRESHOLD).mean())),
+    }).reset_index()  # fmt: skip
