@@ -27,6 +27,11 @@ InterventionName = Literal[
 ]
 INTERVENTION_NAMES: tuple[InterventionName, ...] = get_args(InterventionName)
 
+# Where mean_ablation's mean comes from (docs/engine.md): the fit sequences' non-special
+# tokens, or every position of the evaluated batch, BOS included (the original scripts).
+MeanAblationMean = Literal["fit_tokens", "batch_with_bos"]
+MEAN_ABLATION_MEANS: tuple[MeanAblationMean, ...] = get_args(MeanAblationMean)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -68,6 +73,11 @@ class JobSpec(_Strict):
     n_sequences: int | None = Field(default=None, ge=1, description="first N sequences of the token set; None: all")
     sequences_per_shard: int = Field(default=32, ge=1)
     fit_sequences: int = Field(default=64, ge=2, description="sequences used to fit the mean/covariance baselines")
+    mean_ablation_mean: MeanAblationMean = Field(
+        default="fit_tokens",
+        description="mean_ablation's mean: the fit sequences' non-special tokens, or every position of the "
+        "evaluated batch (shard) with BOS, as the original scripts took it",
+    )
     seed: int = Field(default=0, ge=0, lt=2**31)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"

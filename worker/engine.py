@@ -13,7 +13,7 @@ It knows nothing of databases or queues: see worker/evaluate.py for the job-leve
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -25,7 +25,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities.activation_functions import apply_softcap
 
-from schema.spec import AllTokenScope, SingleTokenScope
+from schema.spec import AllTokenScope, MeanAblationMean, SingleTokenScope
 from worker.errors import BadInput
 from worker.hooks import HookPoint
 from worker.interventions import ActivationStats, Intervention, Noise, Splice
@@ -40,6 +40,7 @@ class EngineSettings:
     seed: int
     max_tokens_per_pass: int
     special_token_ids: tuple[int, ...]
+    mean_ablation_mean: MeanAblationMean = "fit_tokens"  # "batch_with_bos": see batch_means
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,9 @@ def evaluate_batch(
     window = Window.for_scope(settings.scope, tokens.shape[1])
     with torch.inference_mode():
         clean = clean_pass(model, tokens, window, targets)
+        if settings.mean_ablation_mean == "batch_with_bos":
+            means = batch_means(model, tokens, targets, clean)
+            targets = [replace(t, stats=replace(t.stats, mean=means[t.hook.name])) for t in targets]
         return [_evaluate_target(model, target, clean, window, sequence_ids, settings) for target in targets]
 
 
@@ -117,6 +121,26 @@ def clean_pass(
     next_tokens[:, has_next] = tokens[:, next_positions[has_next]]
     logp = _log_probs_at(model, final_resid, recorded)
     return CleanPass(prefix, recorded, next_tokens, logp, {name: cache[name] for name in names})
+
+
+def batch_means(
+    model: HookedTransformer, tokens: Int[Tensor, "batch pos"], targets: Sequence[Target], clean: CleanPass
+) -> dict[str, Float[Tensor, " d"]]:
+    """Each hook's mean activation over every position of the batch, BOS and other special tokens included.
+
+    This is the original scripts' mean_ablation mean, taken per batch over the whole context:
+    a single-token window ran only a prefix, so the hooks are re-run on the full sequences.
+    """
+    acts: Mapping[str, Tensor] = clean.acts
+    if clean.tokens.shape[1] < tokens.shape[1]:
+        names = {t.hook.name for t in targets}
+        last = max(t.hook.layer for t in targets)
+        _, acts = model.run_with_cache(tokens, names_filter=lambda n: n in names, stop_at_layer=last + 1)
+    means = {}
+    for t in targets:
+        x = t.hook.flatten(acts[t.hook.name]).flatten(0, 1)  # (B * P, D)
+        means[t.hook.name] = x.double().mean(0).float()  # float32, as the fitted statistics
+    return means
 
 
 def _resid_pre(layer: int) -> str:

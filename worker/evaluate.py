@@ -153,6 +153,7 @@ def _settings(spec: JobSpec, special: tuple[int, ...]) -> EngineSettings:
         seed=spec.seed,
         max_tokens_per_pass=spec.max_tokens_per_pass,
         special_token_ids=special,
+        mean_ablation_mean=spec.mean_ablation_mean,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 
 import numpy as np
@@ -9,11 +10,14 @@ import pyarrow.compute as pc
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 
-from schema.spec import AllTokenScope, SingleTokenScope
+from schema.spec import AllTokenScope, JobSpec, SingleTokenScope
 from tests.worker.conftest import BOS, CONTEXT, random_tokens, settings, tiny_model, tiny_sae
+from worker.commands import spec_args
 from worker.engine import Target, Window, clean_pass, evaluate_batch
 from worker.errors import BadInput
+from worker.evaluate import prepare_job
 from worker.hooks import HookPoint
 from worker.interventions import INTERVENTIONS, Intervention, fit_activation_stats
 from worker.loading import check_fit
@@ -121,6 +125,60 @@ def test_single_token_scope_records_window_and_matches_direct(model):
     kl, _ = direct_metrics(model, tokens, target.hook, lambda x: target.sae.decode(target.sae.encode(x)), only_p)
     np.testing.assert_allclose(kl_of(records, "sae"), kl[:, 10:16].reshape(-1).numpy(), rtol=1e-4, atol=1e-6)
     assert np.abs(kl[:, :10].numpy()).max() < 1e-6  # direct pass: nothing before P moves
+
+
+MEAN_ONLY = {"mean_ablation": INTERVENTIONS["mean_ablation"]}
+
+
+def full_batch_mean(model, tokens, hook: HookPoint) -> torch.Tensor:
+    """The original scripts' mean: over every position of the batch, BOS included."""
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=hook.name)
+    acts = hook.flatten(cache[hook.name])
+    return acts.sum((0, 1)) / (acts.shape[0] * acts.shape[1])
+
+
+@pytest.mark.parametrize("hook_name", ["blocks.1.hook_resid_pre", "blocks.1.attn.hook_z"])
+@pytest.mark.parametrize("include_special", [False, True])
+def test_mean_ablation_uses_the_fit_mean_or_the_batch_mean_with_bos(model, hook_name, include_special):
+    target, tokens = target_at(model, hook_name), random_tokens()
+    scope = AllTokenScope(include_special_tokens=include_special)
+    replaced = torch.ones_like(tokens, dtype=torch.bool) if include_special else tokens != BOS
+    fit = run(model, target, tokens, scope=scope, interventions=MEAN_ONLY)
+    kl, _ = direct_metrics(model, tokens, target.hook, lambda x: target.stats.mean.expand_as(x), replaced)
+    np.testing.assert_allclose(kl_of(fit, "mean_ablation"), kl[replaced].numpy(), rtol=1e-4, atol=1e-6)
+    batch = run(model, target, tokens, scope=scope, interventions=MEAN_ONLY, mean_ablation_mean="batch_with_bos")
+    mean = full_batch_mean(model, tokens, target.hook)
+    assert not torch.allclose(mean, target.stats.mean, rtol=1e-2)  # the two options really differ
+    kl, _ = direct_metrics(model, tokens, target.hook, lambda x: mean.expand_as(x), replaced)
+    np.testing.assert_allclose(kl_of(batch, "mean_ablation"), kl[replaced].numpy(), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(kl_of(batch, "mean_ablation"), kl_of(fit, "mean_ablation"), rtol=1e-3)
+
+
+def test_batch_mean_with_bos_covers_the_whole_context_in_single_token_scope(model):
+    target, tokens = target_at(model, "blocks.2.hook_resid_pre"), random_tokens()
+    scope = SingleTokenScope(position=10, window=5)  # the clean pass runs only 16 of 24 positions
+    records = run(model, target, tokens, scope=scope, interventions=MEAN_ONLY, mean_ablation_mean="batch_with_bos")
+    only_p = torch.zeros_like(tokens, dtype=torch.bool)
+    only_p[:, 10] = True
+    mean = full_batch_mean(model, tokens, target.hook)
+    kl, _ = direct_metrics(model, tokens, target.hook, lambda x: mean.expand_as(x), only_p)
+    np.testing.assert_allclose(kl_of(records, "mean_ablation"), kl[:, 10:16].reshape(-1).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_mean_ablation_option_from_spec_and_cli_to_engine(tiny_assets):
+    parser = argparse.ArgumentParser()
+    spec_args.configure(parser)
+    assets = ["--model", tiny_assets["model"], "--sae", tiny_assets["blocks.1.hook_resid_pre"]]
+    args = [*assets, "--tokens", tiny_assets["tokens"], "--device", "cpu"]
+    default = spec_args.spec_from_args(parser.parse_args(args), defaults={"fit_sequences": 4})
+    assert default.mean_ablation_mean == "fit_tokens"
+    assert prepare_job(default).settings.mean_ablation_mean == "fit_tokens"
+    chosen = parser.parse_args([*args, "--mean-ablation-mean", "batch_with_bos"])
+    spec = spec_args.spec_from_args(chosen, defaults={"fit_sequences": 4})
+    assert prepare_job(spec).settings.mean_ablation_mean == "batch_with_bos"
+    with pytest.raises(ValidationError, match="mean_ablation_mean"):
+        JobSpec(mean_ablation_mean="batch")
 
 
 def test_single_token_scope_leaves_positions_before_target_untouched(model):

@@ -14,10 +14,19 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from schema.spec import JobSpec
+from schema.spec import MEAN_ABLATION_MEANS, JobSpec
 
 # flag dest -> JobSpec field, for the flags that map one to one.
-_FIELD_FLAGS = ("model", "tokens", "n_sequences", "samples", "seed", "device", "sequences_per_shard")
+_FIELD_FLAGS = (
+    "model",
+    "tokens",
+    "n_sequences",
+    "samples",
+    "seed",
+    "device",
+    "sequences_per_shard",
+    "mean_ablation_mean",
+)
 
 
 class SpecError(ValueError):
@@ -32,6 +41,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--position", type=int, help="single_token: target position P")
     parser.add_argument("--window", type=int, help="single_token: positions read after P")
     parser.add_argument("--samples", type=int, help="draws per random intervention per token")
+    parser.add_argument(
+        "--mean-ablation-mean", choices=MEAN_ABLATION_MEANS, help="mean_ablation's mean (docs/engine.md)"
+    )
     parser.add_argument("--interventions", help="comma-separated intervention names (must include sae)")
     parser.add_argument("--tokens", help="token set name or .npy path")
     parser.add_argument("--n-sequences", type=int, help="first N sequences of the token set")
