@@ -130,7 +130,7 @@ def zero_ablation(s: Splice, sample: int) -> Float[Tensor, "n d"]:
 
 
 def mean_ablation(s: Splice, sample: int) -> Float[Tensor, "n d"]:
-    """x <- E[x], the mean activation at this hook over the fit tokens."""
+    """x <- E[x], the mean activation at this hook (JobSpec.mean_ablation_mean: fit tokens or batch with BOS)."""
     return s.stats.mean.to(s.x).expand_as(s.x)
 
 
