@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 # name -> module holding configure()/run(); one line per command.
 COMMANDS: dict[str, str] = {
@@ -40,11 +41,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOG_FILE = "saegap.log"  # in the data dir (SAEGAP_DATA): library INFO lines of every command but `worker`
+
+
+class _DataDirLog(logging.FileHandler):
+    """INFO and up to <data dir>/saegap.log with tracebacks; the file (and dir) is made on the first record."""
+
+    _format = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def __init__(self) -> None:
+        from schema.config import StoreConfig
+
+        super().__init__(StoreConfig.from_env().data_dir / LOG_FILE, delay=True, encoding="utf-8")
+
+    def _open(self):  # logging's own signature
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._format.format(record)
+
+
+def _log_handlers(args: argparse.Namespace) -> list[logging.Handler]:
+    """-v: everything on the terminal. `worker`: its INFO log on the terminal. Otherwise the terminal gets
+    warnings and the command's own messages, and library INFO lines (alembic, worker) go to LOG_FILE."""
+    terminal = logging.StreamHandler()
+    if args.verbose or args.command == "worker":
+        return [terminal]
+    own = COMMANDS.get(args.command or "", "saegap.cli")
+    terminal.addFilter(lambda record: record.levelno >= logging.WARNING or record.name == own)
+    return [terminal, _DataDirLog()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        handlers=_log_handlers(args),
     )
     if not getattr(args, "_run", None):
         parser.print_help()

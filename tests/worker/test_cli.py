@@ -39,16 +39,18 @@ def job_count(data_dir: Path) -> int:
 def test_evaluate_prints_table_and_where_records_are(
     tiny_assets: dict[str, str], data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["evaluate", *tiny_flags(tiny_assets), "--n-sequences", "6", "--sequences-per-shard", "2"]
+    argv = ["evaluate", *tiny_flags(tiny_assets), "--n-sequences", "6", "--sequences-per-shard", "2", "--wide"]
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("job 1: mean KL")
+    assert lines[0].startswith("job 1: mean KL")  # --wide: every intervention's table first
     header, row = lines[1].split(), lines[2].split()
     assert header[:5] == ["layer", "hook_name", "tokens", "KL", "sae"]
     assert row[:3] == ["2", "blocks.2.hook_resid_pre", str(6 * 23)]  # 6 sequences x 23 non-BOS positions
     assert "KL zero_ablation" in lines[1] and "sae/eps_random [95% CI]" in lines[1]
-    assert lines[-2].startswith(f"records: job 1 in {data_dir.resolve()}")
-    assert lines[-1].startswith('example: saegap sql "SELECT') and "job_id = 1" in lines[-1]
+    assert lines[3].startswith(f"records: job 1 in {data_dir.resolve()}")
+    assert lines[4].startswith('example: saegap sql "SELECT') and "job_id = 1" in lines[5]
+    assert lines[7].startswith("job 1: are the SAE's errors pathological?")  # the verdict ends the output
+    assert lines[8].split()[:3] == ["layer", "SAE", "KL"] and lines[-1].endswith(".")
 
 
 def test_status_jobs_cancel(tiny_assets: dict[str, str], data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -148,6 +150,11 @@ def test_evaluate_without_arguments_runs_the_demo(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     layers = json.loads((REPO / "models" / "registry.json").read_text())["releases"]["demo-res"]["saes"]
-    assert lines[0].startswith("job 1: mean KL") and len(lines) == 2 + len(layers) + 2
-    assert all("[" in line and "]" in line for line in lines[2 : 2 + len(layers)])  # the ratio's CI
+    assert lines[0].startswith("records: job 1 in") and lines[4].startswith("job 1: are the SAE's errors")
+    assert lines[5].split()[:3] == ["layer", "SAE", "KL"]
+    table = lines[6 : 6 + len(layers)]
+    assert [row.split()[0] for row in table] == [str(i) for i in range(len(layers))]
+    assert all(row.count("[") == 2 for row in table)  # ratios to eps_random and eps_cov_random with their CIs
+    assert max(map(len, lines[4:])) <= 100  # the answer fits 100 columns
+    assert "INFO" not in result.stderr  # library log lines go to the data dir's saegap.log
     assert DEFAULT_SEQUENCES == 256

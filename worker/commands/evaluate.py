@@ -30,6 +30,7 @@ OTHER_KL_HEADER = "mean KL"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     spec_args.configure(parser)
+    parser.add_argument("--wide", action="store_true", help="also print every intervention's mean KL per layer")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,8 +44,12 @@ def run(args: argparse.Namespace) -> int:
     if job.status != "done":
         err(f"job {job.id} {job.status}: {job.error or 'no error recorded'}")
         return 1
-    out(headline_table(job.id, store))
-    out(where_records_are(job.id, store))
+    from analysis.verdict_text import answer  # analysis loads on use, not at parser build
+
+    if args.wide:
+        out(headline_table(job.id, store))
+    out(where_records_are(job.id, store) + "\n")
+    out(answer(job.id, store))  # the verdict, last: it fits 100 columns
     return 0
 
 
@@ -115,7 +120,7 @@ def where_records_are(job_id: int, store: Store) -> str:
     config = store.config
     location = config.database_url or str(config.data_dir.resolve())
     example = (
-        f'saegap sql "SELECT layer, intervention, avg(kl) AS kl FROM token_records '
-        f'WHERE job_id = {job_id} GROUP BY ALL ORDER BY ALL"'
+        f'saegap sql "SELECT layer, intervention, avg(kl) AS kl FROM token_records\n'
+        f'                     WHERE job_id = {job_id} GROUP BY ALL ORDER BY ALL"'
     )
     return f"records: job {job_id} in {location} (Parquet under {config.lake_data_path()})\nexample: {example}"
