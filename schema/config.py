@@ -40,6 +40,11 @@ class StoreConfig(BaseModel):
     def uses_postgres(self) -> bool:
         return self.database_url is not None and make_url(self.database_url).get_backend_name() == "postgresql"
 
+    @property
+    def uses_s3(self) -> bool:
+        """Parquet on S3 (or an S3-compatible server): needs DuckDB's httpfs and the AWS_* variables."""
+        return self.lake_data_path().startswith("s3://")
+
     def job_database_url(self) -> str:
         if self.database_url:
             return self.database_url

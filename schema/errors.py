@@ -54,3 +54,7 @@ class RowLimitError(StoreError):
 
 class WriteConflictError(StoreError):
     """A lake transaction that still conflicted after every retry."""
+
+
+class ObjectStoreError(StoreError):
+    """An s3:// data path the store cannot use: unreachable endpoint, wrong credentials, missing bucket."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import random
 import sqlite3
 import time
@@ -20,7 +21,7 @@ from typing import TypeVar
 import duckdb
 
 from schema.config import LAKE_ALIAS, LAKE_METADATA_SCHEMA, StoreConfig
-from schema.errors import WriteConflictError
+from schema.errors import ObjectStoreError, WriteConflictError
 from schema.relations import (
     RECORD_TABLES,
     ROLLUPS,
@@ -39,6 +40,10 @@ _EXTENSIONS = (
     ("duckdb_extension_postgres_scanner", "postgres_scanner"),
     ("duckdb_extension_ducklake", "ducklake"),
 )
+_HTTPFS = ("duckdb_extension_httpfs", "httpfs")  # loaded only for an s3:// data path
+# Settings httpfs fills from the AWS_* variables when it loads, readable by current_setting(): blanked
+# once the redacted secret holds the credentials.
+_HTTPFS_ENV_SETTINGS = ("s3_access_key_id", "s3_secret_access_key", "s3_session_token")
 # Messages of the errors a retry can cure: DuckLake commit conflicts, a busy SQLite catalog.
 _RETRYABLE = ("conflict", "database is locked", "database is busy", "could not serialize", "deadlock")
 
@@ -58,6 +63,10 @@ def connect(config: StoreConfig, *, read_only: bool) -> duckdb.DuckDBPyConnectio
     )
     for package, name in _EXTENSIONS:
         conn.execute(f"LOAD '{extension_path(package, name)}'")
+    if config.uses_s3:
+        conn.execute(f"LOAD '{extension_path(*_HTTPFS)}'")
+        create_s3_secret(conn)
+        check_data_path(conn, config)
     if not config.uses_postgres:
         _prepare_sqlite_catalog(config.sqlite_catalog_path())
     options = [f"DATA_PATH '{config.lake_data_path()}'"]
@@ -68,6 +77,46 @@ def connect(config: StoreConfig, *, read_only: bool) -> duckdb.DuckDBPyConnectio
     conn.execute(f"ATTACH '{config.lake_catalog()}' AS {LAKE_ALIAS} ({', '.join(options)})")
     conn.execute(f"USE {LAKE_ALIAS}")
     return conn
+
+
+def create_s3_secret(conn: duckdb.DuckDBPyConnection, env: dict[str, str] | None = None) -> None:
+    """The one place S3 credentials enter DuckDB: a temporary (in-memory) secret from the usual AWS_*
+    variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION or
+    AWS_DEFAULT_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL for a non-AWS server, which gets
+    path-style URLs). No key id: no secret (a public bucket). duckdb_secrets() shows it redacted and
+    readers cannot unredact it (allow_unredacted_secrets stays off; confine() locks the configuration).
+    """
+    env = os.environ if env is None else env
+    for setting in _HTTPFS_ENV_SETTINGS:  # httpfs copies AWS_* into plain, readable settings on LOAD: blank them
+        conn.execute(f"SET GLOBAL {setting} = ''")
+    if not env.get("AWS_ACCESS_KEY_ID"):
+        return
+    options = {
+        "KEY_ID": env["AWS_ACCESS_KEY_ID"],
+        "SECRET": env.get("AWS_SECRET_ACCESS_KEY", ""),
+        "REGION": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+    }
+    if env.get("AWS_SESSION_TOKEN"):
+        options["SESSION_TOKEN"] = env["AWS_SESSION_TOKEN"]
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        scheme, _, host = endpoint.rstrip("/").partition("://")
+        options |= {"ENDPOINT": host or scheme, "URL_STYLE": "path", "USE_SSL": str(scheme != "http").lower()}
+    rendered = ", ".join(f"{key} '{value.replace(chr(39), chr(39) * 2)}'" for key, value in options.items())
+    conn.execute(f"CREATE OR REPLACE TEMPORARY SECRET saegap_s3 (TYPE s3, {rendered})")
+
+
+def check_data_path(conn: duckdb.DuckDBPyConnection, config: StoreConfig) -> None:
+    """List the S3 data path once (nothing written): an unreachable endpoint, wrong credentials or a
+    missing bucket raise ObjectStoreError here, at store open, before any compute."""
+    path = config.lake_data_path()
+    try:
+        conn.execute("SELECT count(*) FROM glob(?)", [f"{path}_saegap_probe*"]).fetchall()
+    except duckdb.Error as error:
+        lines = str(error).split("LINE 1:")[0].splitlines()  # DuckDB's message, without its SQL pointer
+        reason = "; ".join(line.strip() for line in lines if line.strip())[:400]
+        hint = "check the bucket, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL"
+        raise ObjectStoreError(f"SAEGAP_DATA_PATH {path} is not usable ({hint}): {reason}") from None
 
 
 def confine(conn: duckdb.DuckDBPyConnection, config: StoreConfig) -> None:
