@@ -66,6 +66,8 @@ class JobInfo(BaseModel):
     shards_total: int
     shards_done: int
     tokens_done: int
+    worker: str | None = None
+    heartbeat_at: datetime | None = None
 
 
 class ShardInfo(BaseModel):
@@ -147,6 +149,35 @@ class JobTables:
             if status in FINISHED_STATUSES:
                 job.finished_at = now
 
+    def touch_job(self, job_id: int, worker: str) -> None:
+        """Record that `worker` is alive and working on the job (its heartbeat)."""
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(Job).where(Job.id == job_id).values(worker=worker, heartbeat_at=utc_now()))
+
+    def reopen_job(self, job_id: int) -> int:
+        """Queue an unfinished job again: status 'queued', no error, its unfinished shards 'pending'.
+
+        Done shards and their records stay; returns how many shards will run again.
+        Raises JobStateError for a done job.
+        """
+        with Session(self.engine) as session, session.begin():
+            job = _job_row(session, job_id)
+            if job.status == "done":
+                raise JobStateError(f"job {job_id} is done: nothing to resume")
+            job.status, job.error, job.finished_at = "queued", None, None
+            shards = session.scalars(select(Shard).where(Shard.job_id == job_id, Shard.status != "done")).all()
+            for shard in shards:
+                shard.status, shard.error, shard.finished_at = "pending", None, None
+            return len(shards)
+
+    def delete_job(self, job_id: int) -> None:
+        """Remove a job that never ran (no runs, no shards), e.g. one the broker would not take."""
+        with Session(self.engine) as session, session.begin():
+            job = _job_row(session, job_id)
+            if job.shards_total or session.scalars(select(Run.run_id).where(Run.job_id == job_id)).first():
+                raise JobStateError(f"job {job_id} has runs or shards; it is not deleted")
+            session.delete(job)
+
     def cancel_job(self, job_id: int) -> None:
         """Mark a job cancelled; its finished shards and their records stay. Done/failed jobs are left as they are."""
         with Session(self.engine) as session, session.begin():
@@ -220,6 +251,7 @@ class JobTables:
             if job.status in ("queued", "planning"):
                 job.status = "running"
             job.started_at = job.started_at or now
+            job.worker, job.heartbeat_at = worker, now
             return shard.attempts
 
     def finish_shard(self, shard_id: int, *, rows_written: int, tokens: int) -> None:
@@ -237,7 +269,7 @@ class JobTables:
             session.execute(
                 update(Job)
                 .where(Job.id == shard.job_id)
-                .values(shards_done=Job.shards_done + 1, tokens_done=Job.tokens_done + tokens)
+                .values(shards_done=Job.shards_done + 1, tokens_done=Job.tokens_done + tokens, heartbeat_at=utc_now())
             )
             session.flush()
             job = session.get(Job, shard.job_id)

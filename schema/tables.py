@@ -45,6 +45,10 @@ class Job(Base):
     shards_total: Mapped[int] = mapped_column(Integer, default=0)
     shards_done: Mapped[int] = mapped_column(Integer, default=0)
     tokens_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Liveness: the process planning or running it ("host:pid" when embedded, a Celery node name
+    # when queued) and when it last said so; a running job whose process is gone or silent is stale.
+    worker: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 _SQL_TYPES = {
