@@ -13,6 +13,8 @@ if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping >/d
       --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
   fi
 fi
+# tests/hosts (several hosts as network namespaces) needs iproute2's `ip`
+command -v ip >/dev/null || { command -v apt-get >/dev/null && apt-get install -y -q iproute2 >/dev/null 2>&1; } || true
 for _ in $(seq 1 30); do
   pg=$(pg_isready -q -h 127.0.0.1 -p 5432 && echo up || echo down)
   rd=$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG && echo up || echo down)
