@@ -19,6 +19,13 @@ PAGES = (
     ("views/sql_console.py", "SQL console", ":material/terminal:"),
 )
 
-st.set_page_config(page_title="saegap", layout="wide")
+ABOUT = (
+    "**saegap**: are an SAE's reconstruction errors pathological? It splices SAE(x) and nine baselines "
+    "into the model and compares the per-token KL and CE-loss increase."
+)
+
+st.set_option("client.toolbarMode", "viewer")  # no Deploy button or developer menu, wherever it is started
+st.set_page_config(page_title="saegap", page_icon=":material/troubleshoot:", layout="wide",
+                   menu_items={"About": ABOUT, "Get help": None, "Report a bug": None})  # fmt: skip
 navigation = st.navigation([st.Page(path, title=title, icon=icon) for path, title, icon in PAGES])
 navigation.run()

@@ -2,7 +2,9 @@
 
 Every page reads through these helpers, so the UI never opens a write connection and
 never loads a whole table: analysis modules aggregate or sample in SQL. Results are
-cached briefly (a running job keeps adding rows, so the cache expires).
+cached briefly (a running job keeps adding rows, so the cache expires), keyed on the
+module and its parameters, so a page rerun that changes one filter re-reads only the
+query that filter feeds.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ CACHE_TTL_S = 15
 # every run): Pearson's standard error is at most ~0.002 at this size, and the correlation
 # page loads 3x faster at seed scale than with every token (BENCHMARKS.md, UI).
 HEATMAP_TOKENS = 200_000
+# What the seed's figures compare: the SAE, the isotropic baseline and the two anisotropic ones.
+SEED_INTERVENTIONS = ["sae", "eps_random", "eps_cov_random", "eps_real_diff"]
+ACTIVE_STATUSES = ("queued", "planning", "running")
+# Whitespace made visible in token labels (a leading space is part of most GPT-2 tokens).
+_VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner="querying the store ...")
@@ -37,19 +44,22 @@ def jobs_api() -> Any:
 
 @st.cache_data(ttl=5, show_spinner=False)
 def job_table(limit: int = 100) -> pd.DataFrame:
-    """One row per job (newest first): id, status, model, SAEs, scope, shards and tokens done."""
+    """One row per job (newest first): id, status, model, SAEs, scope, shards, tokens done, times, error."""
     rows = [_job_row(info) for info in jobs_api().list_jobs(limit=limit)]
     return pd.DataFrame(rows, columns=JOB_COLUMNS)
 
 
-JOB_COLUMNS = ("job", "status", "model", "saes", "scope", "shards", "tokens_done", "created", "error")
+JOB_COLUMNS = (
+    "job", "status", "model", "saes", "scope", "shards", "tokens_done", "created", "started", "finished", "error"
+)  # fmt: skip
 
 
 def _job_row(info: Any) -> dict[str, Any]:
     return {
         "job": info.id, "status": info.status, "model": info.spec.model, "saes": ", ".join(info.spec.saes),
         "scope": info.spec.scope.kind, "shards": f"{info.shards_done}/{info.shards_total}",
-        "tokens_done": info.tokens_done, "created": info.created_at, "error": info.error,
+        "tokens_done": info.tokens_done, "created": info.created_at, "started": info.started_at,
+        "finished": info.finished_at, "error": info.error,
     }  # fmt: skip
 
 
@@ -58,21 +68,53 @@ def job_label(job_id: int, jobs: pd.DataFrame) -> str:
     return f"job {job_id} · {row.model} · {row.scope} · {row.status}"
 
 
+def job_choices(jobs: pd.DataFrame, scope: str | None = None) -> list[int]:
+    """Jobs with records, finished ones first (newest first), then running ones: the first is the default."""
+    usable = jobs[jobs.status.isin(["done", "running"])]
+    if scope is not None:
+        usable = usable[usable.scope == scope]
+    done = usable[usable.status == "done"].job.tolist()
+    return done + usable[usable.status != "done"].job.tolist()
+
+
 def pick_job(key: str, scope: str | None = None) -> int | None:
-    """Sidebar job picker over jobs with records (done or running), optionally of one scope."""
+    """Sidebar job picker: the newest finished job by default, or `?job=N` from a link on the Jobs page."""
     jobs = job_table()
     if jobs.empty:
         st.info("No jobs yet: submit one on the Jobs page.")
         return None
-    usable = jobs[jobs.status.isin(["done", "running"])]
-    if scope is not None:
-        usable = usable[usable.scope == scope]
-    if usable.empty:
+    ids = job_choices(jobs, scope)
+    if not ids:
         st.info(f"No finished or running {scope or ''} job yet: submit one on the Jobs page.")
         return None
-    ids = usable.job.tolist()
-    return st.sidebar.selectbox("Job", ids, key=key, format_func=lambda j: job_label(j, jobs))
+    linked = st.query_params.get("job")
+    index = ids.index(int(linked)) if linked and linked.isdigit() and int(linked) in ids else 0
+    job = st.sidebar.selectbox("Job", ids, index=index, key=key, format_func=lambda j: job_label(j, jobs))
+    st.query_params["job"] = str(job)
+    return job
 
 
 def run_label(row: Any) -> str:
+    """A run as a user names it: layer and the SAE's full name."""
     return f"layer {row.layer} · {row.sae} (run {row.run_id})"
+
+
+def sae_release(name: str) -> str:
+    """The SAE's release (its name before the first '/'): what tells two SAEs at one hook apart."""
+    return name.split("/", 1)[0]
+
+
+def visible(text: str | None) -> str:
+    """A token with its whitespace shown (' const' -> '␣const'; an empty token -> '∅')."""
+    return "∅" if not text else text.translate(_VISIBLE)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def context_size(job_id: int) -> int:
+    """Positions per sequence of a job: the largest recorded position + 1 (by_position), at least 2."""
+    runs = answer("runs", job=job_id)
+    single = runs[runs.scope == "single_token"]
+    if len(single):
+        return int((single.target_position + single.window).max()) + 1
+    positions = answer("by_position", job=job_id, interventions=["sae"])
+    return max(2, int(positions.position.max()) + 1) if len(positions) else 2

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.token_sample import VARIABLES
-from ui.data import HEATMAP_TOKENS, answer, pick_job, run_label
+from ui.data import HEATMAP_TOKENS, answer, context_size, pick_job, run_label, sae_release
 
 UNITS = {
     "position": "tokens",
@@ -17,59 +17,97 @@ UNITS = {
     "token_frequency": "count",
     "l0": "features",
 }
+KINDS = ["scatter", "hexbin (binned density)"]
 
 
-def _axis_title(variable: str) -> str:
+def axis_title(variable: str) -> str:
     unit = UNITS.get(variable, "nats" if variable.startswith(("kl_", "loss")) and variable != "kl_ratio" else "")
     return f"{variable} ({unit})" if unit else variable
 
 
-def _runs(job_id: int) -> pd.DataFrame:
-    return answer("runs", job=job_id)
+def next_layer_run(runs: pd.DataFrame, run: int) -> int:
+    """The run at the next layer of the same SAE release (else the previous layer's, else any other run)."""
+    me = runs[runs.run_id == run].iloc[0]
+    others = runs[runs.run_id != run]
+    same = others[others.sae.map(sae_release) == sae_release(me.sae)]
+    above, below = same[same.layer > me.layer], same[same.layer < me.layer]
+    if len(above):
+        return int(above.sort_values("layer", kind="stable").iloc[0].run_id)
+    if len(below):
+        return int(below.sort_values("layer", kind="stable").iloc[-1].run_id)
+    return int(others.iloc[0].run_id) if len(others) else run
 
 
 def _filters(job_id: int) -> dict[str, object]:
-    """Sidebar filters, named like analysis.token_sample.Params."""
-    runs = _runs(job_id)
+    """The pair's filters (in the fragment's body), named like analysis.token_sample.Params."""
+    runs = answer("runs", job=job_id)
     labels = {row.run_id: run_label(row) for row in runs.itertuples()}
-    run = st.sidebar.selectbox("Run (layer, SAE)", list(labels), format_func=labels.get)
-    x = st.sidebar.selectbox("x", VARIABLES, index=VARIABLES.index("position"))
-    y = st.sidebar.selectbox("y", VARIABLES, index=VARIABLES.index("kl_gap"))
+    top = st.columns([2, 1, 1, 2])
+    run = top[0].selectbox("Run (layer, SAE)", list(labels), format_func=labels.get)
+    x = top[1].selectbox("x", VARIABLES, index=VARIABLES.index("position"))
+    y = top[2].selectbox("y", VARIABLES, index=VARIABLES.index("kl_gap"))
     others = [r for r in labels if r != run] or list(labels)
-    other = st.sidebar.selectbox("Other run (for kl_gap_other_run)", others, format_func=labels.get)
-    low, high = st.sidebar.slider("Position range", 0, 2048, (0, 2048))
-    token = st.sidebar.text_input("Only this token (exact text, blank = all)")
-    limit = st.sidebar.number_input("Sample size", min_value=100, max_value=200_000, value=5000, step=1000)
+    suggested = next_layer_run(runs, run)
+    index = others.index(suggested) if suggested in others else 0
+    other = top[3].selectbox("Other run (for kl_gap_other_run)", others, index=index, format_func=labels.get,
+                             key=f"other_run_{job_id}_{run}")  # fmt: skip
+    last = context_size(job_id) - 1
+    bottom = st.columns([2, 2, 1])
+    low, high = bottom[0].slider("Position range", 0, last, (0, last), key=f"positions_{job_id}")
+    token = bottom[1].text_input("Only this token (exact text, blank = all)")
+    limit = bottom[2].number_input("Sample size", min_value=100, max_value=200_000, value=5000, step=1000)
     return {"job": job_id, "run": run, "x": x, "y": y, "other_run": other, "position_min": low,
             "position_max": high, "token_text": token or None, "limit": int(limit)}  # fmt: skip
 
 
-def _scatter(sample: pd.DataFrame, params: dict[str, object], kind: str) -> alt.Chart:
-    x = alt.X("x:Q", title=_axis_title(str(params["x"])), scale=alt.Scale(zero=False))
-    y = alt.Y("y:Q", title=_axis_title(str(params["y"])), scale=alt.Scale(zero=False))
-    if kind == "hexbin (binned density)":
-        x = alt.X("x:Q", bin=alt.Bin(maxbins=40), title=x.title)
-        y = alt.Y("y:Q", bin=alt.Bin(maxbins=40), title=y.title)
-        return alt.Chart(sample).mark_rect().encode(x=x, y=y, color=alt.Color("count():Q", title="tokens"))
+def pair_chart(sample: pd.DataFrame, x_name: str, y_name: str, kind: str) -> alt.Chart:
+    """A scatter of the sample, or its density in 40 x 40 bins."""
+    x_title, y_title = axis_title(x_name), axis_title(y_name)
+    if kind == KINDS[1]:
+        return alt.Chart(sample).mark_rect().encode(
+            x=alt.X("x:Q", bin=alt.Bin(maxbins=40), title=x_title),
+            y=alt.Y("y:Q", bin=alt.Bin(maxbins=40), title=y_title),
+            color=alt.Color("count():Q", title="tokens", scale=alt.Scale(scheme="viridis")),
+            tooltip=[alt.Tooltip("count():Q", title="tokens")],
+        )  # fmt: skip
+    x = alt.X("x:Q", title=x_title, scale=alt.Scale(zero=False))
+    y = alt.Y("y:Q", title=y_title, scale=alt.Scale(zero=False))
     tooltip = ["sequence", "position", "token_text", "x", "y"]
     return alt.Chart(sample).mark_circle(size=12, opacity=0.5).encode(x=x, y=y, tooltip=tooltip).interactive()
 
 
+@st.fragment
 def _pair_section(job_id: int) -> None:
     params = _filters(job_id)
     sample = answer("token_sample", **params)
     if len(sample) < 3:
         st.info("Fewer than 3 tokens match these filters.")
         return
-    pearson = sample.x.corr(sample.y)
-    spearman = sample.x.corr(sample.y, method="spearman")
     left, middle, right = st.columns(3)
-    left.metric("Pearson r", f"{pearson:.3f}")
-    middle.metric("Spearman ρ", f"{spearman:.3f}")
+    left.metric("Pearson r", f"{sample.x.corr(sample.y):.3f}")
+    middle.metric("Spearman ρ", f"{sample.x.corr(sample.y, method='spearman'):.3f}")
     right.metric("tokens in sample", f"{len(sample):,}")
-    kind = st.radio("Plot", ["scatter", "hexbin (binned density)"], horizontal=True)
+    kind = st.radio("Plot", KINDS, horizontal=True)
     st.subheader(f"{params['y']} against {params['x']}, job {job_id}, run {params['run']} (hash sample)")
-    st.altair_chart(_scatter(sample, params, kind).properties(height=420), width="stretch")
+    st.altair_chart(
+        pair_chart(sample, str(params["x"]), str(params["y"]), kind).properties(height=420), width="stretch"
+    )
+
+
+def heatmap(pairs: pd.DataFrame) -> alt.LayerChart:
+    """Pearson of the per-token KL gap between every two runs; each cell names both runs' layer and SAE."""
+    pairs = pairs.assign(a="L" + pairs.layer_a.astype(str) + " · " + pairs.sae_a,
+                         b="L" + pairs.layer_b.astype(str) + " · " + pairs.sae_b)  # fmt: skip
+    order = sorted(set(pairs.a), key=lambda name: (int(name[1:].split(" ")[0]), name))
+    axis = alt.Axis(labelLimit=0)
+    base = alt.Chart(pairs).encode(x=alt.X("a:N", title=None, sort=order, axis=alt.Axis(labelLimit=0, labelAngle=-30)),
+                                   y=alt.Y("b:N", title=None, sort=order, axis=axis))  # fmt: skip
+    heat = base.mark_rect().encode(
+        color=alt.Color("pearson:Q", scale=alt.Scale(domain=[-1, 1], scheme="redblue", reverse=True)),
+        tooltip=["a", "b", "n", alt.Tooltip("pearson:Q", format=".3f")],
+    )
+    text = base.mark_text().encode(text=alt.Text("pearson:Q", format=".2f"))
+    return (heat + text).properties(height=60 * len(order) + 60)
 
 
 def _cross_layer(job_id: int) -> None:
@@ -78,15 +116,7 @@ def _cross_layer(job_id: int) -> None:
         return
     st.subheader(f"Pearson correlation of the per-token KL gap between runs, job {job_id}")
     st.caption(f"Up to {HEATMAP_TOKENS:,} token positions per run, the same ones in every run (n in the tooltip).")
-    pairs = pairs.assign(a=pairs.layer_a.astype(str) + " · run " + pairs.run_a.astype(str),
-                         b=pairs.layer_b.astype(str) + " · run " + pairs.run_b.astype(str))  # fmt: skip
-    base = alt.Chart(pairs).encode(x=alt.X("a:O", title="layer · run"), y=alt.Y("b:O", title="layer · run"))
-    heat = base.mark_rect().encode(
-        color=alt.Color("pearson:Q", scale=alt.Scale(domain=[-1, 1], scheme="redblue", reverse=True)),
-        tooltip=["sae_a", "sae_b", "n", alt.Tooltip("pearson:Q", format=".3f")],
-    )
-    text = base.mark_text().encode(text=alt.Text("pearson:Q", format=".2f"))
-    st.altair_chart((heat + text).properties(height=320), width="stretch")
+    st.altair_chart(heatmap(pairs), width="stretch")
 
 
 st.title("Correlation explorer")

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import re
+
 import streamlit as st
 
 from schema.errors import QueryTimeoutError, RowLimitError, WriteRefusedError
 from schema.read import query
 
-EXAMPLE = """SELECT layer, intervention, avg(kl) AS kl_mean, count(*) AS n
+EXAMPLE = """SELECT layer, sae, intervention, avg(kl) AS kl_mean, count(*) AS n
 FROM interventions JOIN runs USING (run_id)
-GROUP BY ALL ORDER BY layer, intervention"""
+WHERE job_id = (SELECT max(job_id) FROM runs)  -- one job; each SAE on its own rows
+GROUP BY ALL ORDER BY layer, sae, intervention"""
+
+
+# A statement DuckDB cannot parse is reported as a syntax error, unless it names a write (then refused).
+WRITE_WORD = re.compile(
+    r"\b(INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|COPY|ATTACH|DETACH|PRAGMA|SET|CALL|INSTALL|LOAD|EXPORT|IMPORT)\b",
+    re.IGNORECASE,
+)
 
 
 def _run(sql: str, timeout_s: float, max_rows: int) -> None:
     try:
         table = query(sql, timeout_s=timeout_s, max_rows=max_rows)
     except WriteRefusedError as error:
-        st.error(f"Refused: this console only reads. {error}")
+        if type(error.__cause__).__name__ == "ParserException" and not WRITE_WORD.search(sql):  # a typo
+            st.error(f"Query failed: the SQL does not parse. {error.__cause__}")
+        else:
+            st.error(f"Refused: this console only reads. {error}")
         return
     except (QueryTimeoutError, RowLimitError) as error:
         st.error(str(error))
