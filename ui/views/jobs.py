@@ -1,4 +1,5 @@
-"""Jobs: a form built from schema.spec.JobSpec, the job list with progress and ETA, and cancel."""
+"""Jobs: a form built from schema.spec.JobSpec (checked before it starts), the job list refreshing on its own
+with progress, ETA, duration and full errors, links to each finished job's pages, and cancel."""
 
 from __future__ import annotations
 
@@ -9,11 +10,22 @@ import streamlit as st
 from pydantic import ValidationError
 
 from schema.spec import INTERVENTION_NAMES, AllTokenScope, JobSpec, SingleTokenScope
-from ui.background import running_threads, submit_job
-from ui.data import job_table, jobs_api
+from ui.background import preflight, running_threads, submit_job
+from ui.data import ACTIVE_STATUSES, job_table, jobs_api
 
 DEFAULTS = JobSpec()
 SCOPES = {"all_tokens": "all tokens at once", "single_token": "one target position"}
+REFRESH_S = 3  # the job list reruns on its own this often while a job is unfinished
+ERRORS_SHOWN = 5
+LINKED_JOBS = 10
+# Pages that read a finished job of each scope (path, title), opened with ?job=N.
+RESULT_PAGES = {
+    "all_tokens": [("views/layer_summary.py", "Layer summary"), ("views/distributions.py", "Distributions"),
+                   ("views/correlations.py", "Correlations"), ("views/tokens.py", "Tokens"),
+                   ("views/context.py", "One context")],
+    "single_token": [("views/single_token.py", "Single-token"), ("views/correlations.py", "Correlations"),
+                     ("views/context.py", "One context")],
+}  # fmt: skip
 
 
 def _choices(field: str) -> tuple[str, ...]:
@@ -64,24 +76,36 @@ def _submit_form() -> None:
     except ValidationError as error:
         st.error("The job spec is not valid:\n\n" + "\n".join(f"- {e['loc']}: {e['msg']}" for e in error.errors()))
         return
-    st.success(submit_job(spec))
+    problems = preflight(spec)  # the CLI's checks before it writes a job: names, token set, size
+    if problems:
+        st.error("The job was not started:\n\n" + "\n".join(f"- {problem}" for problem in problems))
+        return
+    st.success(submit_job(spec) + "; its progress below refreshes on its own")
+    job_table.clear()
 
 
 def _with_progress(jobs: pd.DataFrame) -> pd.DataFrame:
-    """Add the job API's rate and ETA to unfinished jobs."""
+    """Add the job API's rate and ETA to unfinished jobs, and every started job's duration."""
     api = jobs_api()
     eta, rate = [], []
     for job_id, status in zip(jobs.job, jobs.status, strict=True):
-        progress = api.progress(int(job_id)) if status in ("queued", "planning", "running") else None
+        progress = api.progress(int(job_id)) if status in ACTIVE_STATUSES else None
         eta.append(progress.eta_seconds if progress else None)
         rate.append(progress.tokens_per_second if progress else None)
-    return jobs.assign(tokens_per_s=rate, eta_s=eta)
+    return jobs.assign(duration=[duration(row) for row in jobs.itertuples()], tokens_per_s=rate, eta_s=eta)
+
+
+def duration(row: Any) -> str:
+    """Started to finished (or to now while it runs), as h:mm:ss; blank before it starts."""
+    if row.started is None or pd.isna(row.started):
+        return ""
+    end = row.finished if row.finished is not None and not pd.isna(row.finished) else pd.Timestamp.now(tz="UTC")
+    seconds = int((pd.Timestamp(end) - pd.Timestamp(row.started)).total_seconds())
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _job_list() -> None:
-    st.subheader("Jobs")
-    if st.button("Refresh"):
-        job_table.clear()
+    job_table.clear()  # this fragment reruns every few seconds while a job runs: always fresh
     jobs = job_table()
     if jobs.empty:
         st.info("No jobs yet.")
@@ -89,8 +113,41 @@ def _job_list() -> None:
     latest = jobs.iloc[0]
     st.markdown(f"Latest: job {latest.job} · **{latest.status}** · shards {latest.shards}")
     st.dataframe(_with_progress(jobs), hide_index=True, width="stretch")
-    st.caption(f"{running_threads()} job(s) running in this server's background threads.")
+    active = int(jobs.status.isin(ACTIVE_STATUSES).sum())
+    if not active and st.session_state.get("jobs_refreshing"):
+        st.session_state.jobs_refreshing = False
+        st.rerun()  # the whole page, so the list stops refreshing
+    st.caption(f"{active} job(s) unfinished, {running_threads()} running in this server's background threads"
+               + (f"; refreshing every {REFRESH_S} s." if active else "."))  # fmt: skip
+    _errors(jobs)
+    _links(jobs)
     _cancel(jobs)
+
+
+def _errors(jobs: pd.DataFrame) -> None:
+    """The full error of each failed job (newest first)."""
+    for row in jobs[jobs.error.notna() & (jobs.error != "")].head(ERRORS_SHOWN).itertuples():
+        st.error(f"job {row.job} {row.status}: {row.error}")
+
+
+def _links(jobs: pd.DataFrame) -> None:
+    """Each finished job's result pages, opened on that job."""
+    done = jobs[jobs.status == "done"].head(LINKED_JOBS)
+    if done.empty:
+        return
+    st.markdown("**Results**")
+    for row in done.itertuples():
+        columns = st.columns([1] + [2] * len(RESULT_PAGES[row.scope]))
+        columns[0].markdown(f"job {row.job}")
+        for column, (path, title) in zip(columns[1:], RESULT_PAGES[row.scope], strict=True):
+            column.page_link(path, label=title, query_params={"job": str(row.job)})
+
+
+def _job_section() -> None:
+    st.subheader("Jobs")
+    active = bool(job_table().status.isin(ACTIVE_STATUSES).any())
+    st.session_state.jobs_refreshing = active
+    st.fragment(run_every=REFRESH_S if active else None)(_job_list)()
 
 
 def _cancel(jobs: pd.DataFrame) -> None:
@@ -106,4 +163,4 @@ def _cancel(jobs: pd.DataFrame) -> None:
 
 st.title("Jobs")
 _submit_form()
-_job_list()
+_job_section()
