@@ -11,6 +11,8 @@ Store.write_shard, then times two reads through schema.read.query:
     .venv/bin/python bench/store.py --tokens 2000000 --data-dir .work/bench-store
 
 The data dir is kept (analysis timings run on it later); --reuse skips writing.
+--data-path s3://bucket/prefix/ puts the Parquet files on S3 (catalog still in --data-dir; the
+AWS_* variables as in docs/deploy.md) to compare with the local disk on the same records.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--sequences-per-shard", type=int, default=32)
     parser.add_argument("--data-dir", type=Path, default=Path(".work/bench-store"))
+    parser.add_argument("--data-path", help="Parquet location, e.g. s3://bucket/prefix/ (default: DATA_DIR/lake)")
     parser.add_argument("--reuse", action="store_true", help="keep the data dir's records; only time the queries")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each query (best and all reported)")
     return parser.parse_args()
@@ -154,7 +157,10 @@ def ingest(store: Store, args: argparse.Namespace) -> dict:
             "rows_per_second": round(rows / write_seconds)}  # fmt: skip
 
 
-def disk_bytes(config: StoreConfig) -> int:
+def disk_bytes(config: StoreConfig) -> int | None:
+    """Bytes under the data dir; None when the Parquet files are on S3 (not measured)."""
+    if config.uses_s3:
+        return None
     files = [p for p in config.data_dir.rglob("*") if p.is_file()]
     return sum(p.stat().st_size for p in files)
 
@@ -171,7 +177,7 @@ def time_query(store: Store, sql: str, repeats: int) -> dict:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args()
-    config = StoreConfig(data_dir=args.data_dir)
+    config = StoreConfig(data_dir=args.data_dir, data_path=args.data_path)
     if not args.reuse:
         shutil.rmtree(args.data_dir, ignore_errors=True)
     began = time.perf_counter()
@@ -182,7 +188,8 @@ def main() -> None:
     counts = read.query(ROW_COUNTS, store=store).to_pylist()[0]
     report["rows"] = counts
     report["disk_bytes"] = disk_bytes(config)
-    report["bytes_per_row"] = round(report["disk_bytes"] / (counts["tokens"] + counts["interventions"]), 2)
+    if report["disk_bytes"] is not None:
+        report["bytes_per_row"] = round(report["disk_bytes"] / (counts["tokens"] + counts["interventions"]), 2)
     report["layer_summary"] = time_query(store, LAYER_SUMMARY, args.repeats)
     report["layer_summary_from_sums"] = time_query(store, LAYER_SUMMARY_FROM_SUMS, args.repeats)
     report["cross_layer_gap_corr"] = time_query(store, CROSS_LAYER_GAP_CORR, args.repeats)
