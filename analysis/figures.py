@@ -1,8 +1,10 @@
 """The seed's figures, drawn from the analysis modules' tables (matplotlib, no pyplot state).
 
-Each function takes a module's answer as a DataFrame and returns a Figure, or None when
-the table is empty. Figures are built with `matplotlib.figure.Figure` directly, so no
-global backend is chosen and nothing happens at import.
+Each function takes module answers as DataFrames and returns a Figure, or None when there
+is nothing to draw. Figures are built with `matplotlib.figure.Figure` directly, so no global
+backend is chosen and nothing happens at import. Every intervention has one colour
+everywhere (analysis.colours); layers are integer ticks; the ablations, whose KL and CE
+increase dwarf the rest, get a log axis or a panel of their own.
 """
 
 from __future__ import annotations
@@ -13,9 +15,15 @@ import math
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullFormatter
+
+from analysis.colours import colour_of
+from schema.spec import INTERVENTION_NAMES
 
 # The seed contrasts the SAE with its most natural baseline; other interventions are drawn thinner.
 HIGHLIGHT = ("sae", "eps_random")
+ABLATIONS = ("zero_ablation", "mean_ablation")
+MAX_PANELS = 12  # per figure; a job with more runs shows the first ones (the tables list every run)
 
 
 def to_svg(figure: Figure) -> str:
@@ -26,35 +34,65 @@ def to_svg(figure: Figure) -> str:
     return text[text.index("<svg") :]
 
 
-def _run_label(row: pd.Series) -> str:
+def run_label(row: pd.Series | object) -> str:
     return f"L{row.layer} {row.sae}"
 
 
-def _grid(n_panels: int, width: float = 4.0, height: float = 3.0) -> tuple[Figure, list]:
-    """A figure with n panels in rows of up to 3."""
-    columns = min(3, n_panels)
+def _ordered(names: pd.Series | list[str]) -> list[str]:
+    """Intervention names in INTERVENTION_NAMES order (the legend's order on every figure)."""
+    present = set(names)
+    return [name for name in INTERVENTION_NAMES if name in present]
+
+
+def _grid(n_panels: int, width: float = 4.0, height: float = 3.0, columns: int = 3) -> tuple[Figure, list]:
+    """A figure with n panels in rows of up to `columns`."""
+    n_panels = max(1, min(n_panels, MAX_PANELS))
+    columns = min(columns, n_panels)
     rows = math.ceil(n_panels / columns)
-    figure = Figure(figsize=(width * columns, height * rows))
+    figure = Figure(figsize=(width * columns, height * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel().tolist()
     for unused in axes[n_panels:]:
         unused.set_visible(False)
     return figure, axes[:n_panels]
 
 
-def mean_by_layer(summary: pd.DataFrame, column: str, ylabel: str, log: bool) -> Figure | None:
-    """Mean per layer for every intervention, one panel per SAE release (the seed's bar charts, as lines)."""
+def _runs(table: pd.DataFrame, column: str = "run_id") -> pd.DataFrame:
+    return table.drop_duplicates(column).sort_values(["layer", column]).head(MAX_PANELS)
+
+
+def bars_by_layer(summary: pd.DataFrame, column: str, ylabel: str, log: bool) -> Figure | None:
+    """Per SAE release, grouped bars of `column` per layer, one bar (with its CI) per intervention: the
+    seed's first figure. log=False puts the ablations on a panel of their own."""
     if summary.empty:
         return None
-    releases = summary.sae.str.split("/").str[0]  # 'release/sae_id': one panel per release
-    figure, axes = _grid(releases.nunique(), width=6.0, height=4.0)
-    for axis, (release, rows) in zip(axes, summary.groupby(releases), strict=True):
-        for intervention, points in rows.groupby("intervention"):
-            points = points.groupby("layer")[column].mean()
-            strong = intervention in HIGHLIGHT
-            axis.plot(points.index, points.to_numpy(), marker="o", lw=2.5 if strong else 1.0, label=intervention)
-        axis.set(xlabel="layer", ylabel=ylabel, yscale="log" if log else "linear", title=release)
-        axis.legend(fontsize=7, ncol=2)
+    releases = summary.sae.str.split("/").str[0]
+    panels = []
+    for release, rows in summary.groupby(releases):
+        if log or not rows.intervention.isin(ABLATIONS).any():
+            panels.append((release, rows))
+        else:
+            panels += [(release, rows[~rows.intervention.isin(ABLATIONS)]),
+                       (f"{release}: ablations", rows[rows.intervention.isin(ABLATIONS)])]  # fmt: skip
+    figure, axes = _grid(len(panels), width=7.0, height=3.6, columns=2)
+    for axis, (title, rows) in zip(axes, panels, strict=False):
+        _bars(axis, rows, column)
+        axis.set(ylabel=ylabel, yscale="log" if log else "linear", title=title)
+    axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # same colours in every panel
     return figure
+
+
+def _bars(axis, rows: pd.DataFrame, column: str) -> None:
+    layers = sorted(rows.layer.unique())
+    names = _ordered(rows.intervention)
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        points = rows[rows.intervention == name].groupby("layer")[[column, f"{column}_lo", f"{column}_hi"]].mean()
+        points = points.reindex(layers)
+        x = np.arange(len(layers)) + (k - (len(names) - 1) / 2) * width
+        error = np.abs(points[[f"{column}_lo", f"{column}_hi"]].to_numpy().T - points[column].to_numpy())
+        axis.bar(x, points[column], width, yerr=error, color=colour_of(name), label=name, error_kw={"lw": 0.6})
+    axis.set_xticks(range(len(layers)), [str(layer) for layer in layers])
+    axis.set_xlabel("layer")
 
 
 def kl_histograms(histogram: pd.DataFrame) -> Figure | None:
@@ -62,21 +100,25 @@ def kl_histograms(histogram: pd.DataFrame) -> Figure | None:
     rows = histogram[histogram.intervention.isin(HIGHLIGHT)]
     if rows.empty:
         return None
-    runs = rows.drop_duplicates("run_id")
+    runs = _runs(rows)
     figure, axes = _grid(len(runs))
-    for axis, (_, run) in zip(axes, runs.iterrows(), strict=True):
-        for intervention, bins in rows[rows.run_id == run.run_id].groupby("intervention"):
+    for axis, run in zip(axes, runs.itertuples(), strict=False):
+        for name in _ordered(rows.intervention):
+            bins = rows[(rows.run_id == run.run_id) & (rows.intervention == name)]
+            if bins.empty:
+                continue
             fractions, edges = _contiguous(bins)
-            axis.stairs(fractions, edges, label=f"{intervention} (p99.9 {bins.kl_p999.iloc[0]:.3g})")
+            label = f"{name} (p99.9 {bins.kl_p999.iloc[0]:.3g})"
+            axis.stairs(fractions, edges, label=label, color=colour_of(name), lw=1.5)
         axis.set(xscale="log", xlabel="KL (nats)", ylabel="fraction of tokens")
-        axis.set_title(_run_label(run), fontsize=8)
-        axis.tick_params(labelsize=7, which="both")
+        axis.xaxis.set_minor_formatter(NullFormatter())  # 2x10^-1, 3x10^-1, ... overlap on narrow ranges
+        axis.set_title(run_label(run), fontsize=8)
         axis.legend(fontsize=7)
     return figure
 
 
 def _contiguous(bins: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """kl_histogram lists non-empty bins only; fill the gaps with zeros (bins are log-spaced: a constant ratio)."""
+    """Histograms list non-empty bins only; fill the gaps with zeros (log-spaced bins: a constant ratio)."""
     first, last = int(bins.bin.min()), int(bins.bin.max())
     fractions = np.zeros(last - first + 1)
     fractions[bins.bin.to_numpy() - first] = bins.fraction.to_numpy()
@@ -85,37 +127,89 @@ def _contiguous(bins: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return fractions, edges
 
 
+def loss_histograms(histogram: pd.DataFrame, summary: pd.DataFrame) -> Figure | None:
+    """Per run: CE-loss increase of sae and eps_random (equal-width bins), each mean in the legend."""
+    rows = histogram[histogram.intervention.isin(HIGHLIGHT)]
+    if rows.empty:
+        return None
+    means = summary.set_index(["run_id", "intervention"]).loss_delta_mean if len(summary) else pd.Series(dtype=float)
+    runs = _runs(rows)
+    figure, axes = _grid(len(runs))
+    for axis, run in zip(axes, runs.itertuples(), strict=False):
+        for name in _ordered(rows.intervention):
+            bins = rows[(rows.run_id == run.run_id) & (rows.intervention == name)].sort_values("bin")
+            if bins.empty:
+                continue
+            mean = means.get((run.run_id, name), float("nan"))
+            edges = np.append(bins.bin_lo.to_numpy(), bins.bin_hi.iloc[-1])
+            axis.stairs(bins.fraction.to_numpy(), edges, label=f"{name} (mean {mean:+.3g})", color=colour_of(name))
+            axis.axvline(mean, color=colour_of(name), lw=0.8, ls="--")
+        axis.set(xlabel="CE-loss increase (nats)", ylabel="fraction of tokens")
+        axis.set_title(run_label(run), fontsize=8)
+        axis.legend(fontsize=7)
+    return figure
+
+
 def per_run_lines(table: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str) -> Figure | None:
-    """Per run, one line per intervention: y against x (KL by position, downstream, sensitivity)."""
+    """Per run, one line per intervention: y against x on a log y axis (KL by position, downstream)."""
     if table.empty:
         return None
-    runs = table.drop_duplicates("run_id")
+    runs = _runs(table)
     figure, axes = _grid(len(runs))
-    for axis, (_, run) in zip(axes, runs.iterrows(), strict=True):
-        for intervention, rows in table[table.run_id == run.run_id].groupby("intervention"):
-            strong = intervention in HIGHLIGHT
-            axis.plot(rows[x], rows[y], marker="." if strong else None, lw=2.0 if strong else 1.0, label=intervention)
+    for axis, run in zip(axes, runs.itertuples(), strict=False):
+        rows = table[table.run_id == run.run_id]
+        for name in _ordered(rows.intervention):
+            line = rows[rows.intervention == name].sort_values(x)
+            strong = name in HIGHLIGHT
+            axis.plot(line[x], line[y], marker="." if strong else None, lw=2.0 if strong else 1.0, label=name,
+                      color=colour_of(name))  # fmt: skip
         axis.set(xlabel=xlabel, ylabel=ylabel, yscale="log")
-        axis.set_title(_run_label(run), fontsize=8)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_title(run_label(run), fontsize=8)
         axis.legend(fontsize=6)
     return figure
 
 
-def z_histogram(sigma: pd.DataFrame) -> Figure | None:
-    """Distribution of the SAE's KL in standard deviations of the random draws, per run."""
-    if sigma.empty:
+def target_bars(downstream: pd.DataFrame) -> Figure | None:
+    """Single-token runs: mean KL at the intervened position P and at P+1, one bar per intervention."""
+    rows = downstream[downstream.offset.isin([0, 1])]
+    if rows.empty:
         return None
-    figure, (axis,) = _grid(1, width=6.0, height=3.5)
-    for _, rows in sigma.groupby("run_id"):
-        axis.hist(rows.z.dropna(), bins=30, histtype="step", label=_run_label(rows.iloc[0]))
-    axis.axvline(0.0, color="grey", lw=0.8)
-    axis.set(xlabel="SAE KL, standard deviations from the draws' mean", ylabel="tokens")
-    axis.legend(fontsize=7)
+    runs = _runs(rows)
+    figure, axes = _grid(len(runs))
+    for axis, run in zip(axes, runs.itertuples(), strict=False):
+        mine = rows[rows.run_id == run.run_id]
+        names = _ordered(mine.intervention)
+        width = 0.8 / len(names)
+        for k, name in enumerate(names):
+            points = mine[mine.intervention == name].set_index("offset").kl_mean.reindex([0, 1])
+            axis.bar(
+                np.arange(2) + (k - (len(names) - 1) / 2) * width, points, width, color=colour_of(name), label=name
+            )
+        axis.set_xticks([0, 1], [f"P = {run.target_position}", "P + 1"])
+        axis.set(ylabel="mean KL", yscale="log")
+        axis.set_title(run_label(run), fontsize=8)
+        axis.legend(fontsize=6)
+    return figure
+
+
+def sigma_panels(tokens: pd.DataFrame, draws: pd.DataFrame) -> Figure | None:
+    """Per tested token (up to MAX_PANELS): its random draws' KL, the SAE's KL as a line, z in the legend."""
+    if tokens.empty:
+        return None
+    figure, axes = _grid(len(tokens), width=4.0, height=2.8)
+    for axis, token in zip(axes, tokens.itertuples(), strict=False):
+        mine = draws[(draws.run_id == token.run_id) & (draws.sequence == token.sequence)]
+        axis.hist(mine.kl, bins=20, color=colour_of(token.baseline), alpha=0.8, label=f"{token.baseline} draws")
+        axis.axvline(token.kl_sae, color=colour_of("sae"), lw=2, label=f"sae, z = {token.z:.2f}")
+        axis.set(xlabel="KL (nats)", ylabel="draws")
+        axis.set_title(f"L{token.layer} seq {token.sequence} pos {token.position} {token.token_text!r}", fontsize=8)
+        axis.legend(fontsize=7)
     return figure
 
 
 def correlation_heatmap(matrix: pd.DataFrame) -> Figure | None:
-    """Token-level kl_gap correlation between runs of one job (the seed's strongest correlate)."""
+    """Token-level kl_gap correlation between runs of one job (the seed's strongest correlate), values in cells."""
     if matrix.empty:
         return None
     labels = matrix.drop_duplicates("run_a").sort_values(["layer_a", "run_a"])
@@ -124,10 +218,61 @@ def correlation_heatmap(matrix: pd.DataFrame) -> Figure | None:
     for row in matrix.itertuples():
         if row.run_b in order:
             grid[order[row.run_a], order[row.run_b]] = row.pearson
-    figure, (axis,) = _grid(1, width=5.0, height=4.5)
+    size = 1.2 + 0.7 * len(order)
+    figure, (axis,) = _grid(1, width=size + 1.5, height=size)
     image = axis.imshow(grid, vmin=-1, vmax=1, cmap="RdBu_r")
-    names = [f"L{r.layer_a} run {r.run_a}" for r in labels.itertuples()]
+    for (i, j), value in np.ndenumerate(grid):
+        if np.isfinite(value):
+            axis.text(
+                j,
+                i,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if abs(value) > 0.6 else "black",
+            )
+    names = [f"L{r.layer_a} {r.sae_a.split('/')[0]}" for r in labels.itertuples()]
     axis.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
     axis.set_yticks(range(len(names)), names, fontsize=7)
     figure.colorbar(image, ax=axis, label="Pearson r of kl_gap")
+    return figure
+
+
+def top_token_bars(top: pd.DataFrame) -> Figure | None:
+    """Per run: the top tokens' mean KL gap with its standard deviation as the spread (count in the label)."""
+    if top.empty:
+        return None
+    runs = _runs(top)
+    figure, axes = _grid(len(runs), width=4.2, height=0.18 * top.groupby("run_id").size().max() + 1.2)
+    for axis, run in zip(axes, runs.itertuples(), strict=False):
+        rows = top[top.run_id == run.run_id].sort_values("kl_gap_mean")
+        labels = [f"{text!r} ({n})" for text, n in zip(rows.token_text, rows.n, strict=True)]
+        axis.barh(range(len(rows)), rows.kl_gap_mean, xerr=rows.kl_gap_std, color=colour_of("sae"),
+                  error_kw={"lw": 0.6, "ecolor": "#555555"})  # fmt: skip
+        axis.set_yticks(range(len(rows)), labels, fontsize=6)
+        axis.set(xlabel="mean KL gap (sae - eps_random), ± std")
+        axis.set_title(run_label(run), fontsize=8)
+    return figure
+
+
+def sensitivity(curve: pd.DataFrame, points: pd.DataFrame) -> Figure | None:
+    """Per run: KL of the cos-matched random points against cos_sim, and the SAE's (mean cos_sim, mean KL)."""
+    rows = curve[curve.intervention != "sae"]
+    if rows.empty:
+        return None
+    runs = _runs(rows)
+    figure, axes = _grid(len(runs))
+    for axis, run in zip(axes, runs.itertuples(), strict=False):
+        mine = rows[rows.run_id == run.run_id]
+        for name in _ordered(mine.intervention):
+            line = mine[mine.intervention == name].sort_values("cos_sim_mean")
+            axis.plot(line.cos_sim_mean, line.kl_mean, label=name, color=colour_of(name), marker=".")
+        point = points[points.run_id == run.run_id]
+        if len(point):
+            axis.plot(point.cos_sim, point.kl_sae, "*", ms=14, color=colour_of("sae"),
+                      label=f"sae (cos {point.cos_sim.iloc[0]:.3f}, KL {point.kl_sae.iloc[0]:.3g})")  # fmt: skip
+        axis.set(xlabel="cos_sim(x, SAE(x))", ylabel="mean KL", yscale="log")
+        axis.set_title(run_label(run), fontsize=8)
+        axis.legend(fontsize=6)
     return figure

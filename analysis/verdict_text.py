@@ -144,14 +144,45 @@ def _baseline_sentence(rows: pd.DataFrame, baseline: str, first: bool) -> str:
     return f"At {layers} the SAE's KL is significantly above that of {BASELINE_PHRASES[baseline]}: {detail}."
 
 
+def _other_baselines(known: list[tuple[str, pd.DataFrame]]) -> str:
+    """One sentence on the baselines after the first two: each one's ratio range and verdict counts."""
+    if not known:
+        return ""
+    parts = []
+    for baseline, rows in known:
+        counts = rows[f"verdict_{baseline}"].value_counts()
+        tally = ", ".join(f"{verdict} at {n}" for verdict, n in counts.items())
+        parts.append(f"{baseline} {_span(rows[f'kl_ratio_{baseline}'])} ({tally})")
+    return "Other baselines: " + "; ".join(parts) + "."
+
+
+def _sigma_sentence(rows: pd.DataFrame) -> str:
+    """The sigma test's z over the single-token runs that have one; '' when none does."""
+    tested = rows[rows.z_median.notna()]
+    if tested.empty:
+        return ""
+    return (f"Sigma test (single-token, the SAE's KL in standard deviations of the random draws): median z "
+            f"{_range(tested.z_median)}, 90th percentile {_range(tested.z_p90)}, z > 2 on "
+            f"{_range(100 * tested.frac_z_above_2, '.0f')}% of tokens.")  # fmt: skip
+
+
+def _range(values: pd.Series, spec: str = ".2f") -> str:
+    low, high = format(values.min(), spec), format(values.max(), spec)
+    return low if low == high else f"{low} to {high}"
+
+
 def summary_paragraphs(table: pa.Table | pd.DataFrame) -> list[str]:
-    """Per SAE release, the answer in sentences with the ratios' ranges and CIs (the report's first paragraph)."""
+    """Per SAE release, the answer in sentences with the ratios' ranges and CIs (the report's first paragraph):
+    the isotropic and covariance-shaped baselines in full, the others in one sentence."""
     frame = _frame(table)
     order = [*TABLE_BASELINES, *[b for b in BASELINES if b not in TABLE_BASELINES]]
     paragraphs = []
     for release, rows in frame.groupby(frame.sae.str.split("/").str[0], sort=False):
         known = [(b, rows[rows[f"verdict_{b}"].notna()]) for b in order]
         known = [(b, part) for b, part in known if len(part)]
-        sentences = [_baseline_sentence(part, b, i == 0) for i, (b, part) in enumerate(known)]
-        paragraphs.append(f"{release}: " + (" ".join(sentences) or "no baseline records."))
+        main = [(b, part) for b, part in known if b in TABLE_BASELINES]
+        sentences = [_baseline_sentence(part, b, i == 0) for i, (b, part) in enumerate(main)]
+        sentences.append(_other_baselines([(b, part) for b, part in known if b not in TABLE_BASELINES]))
+        sentences.append(_sigma_sentence(rows))
+        paragraphs.append(f"{release}: " + (" ".join(s for s in sentences if s) or "no baseline records."))
     return paragraphs
