@@ -25,7 +25,7 @@ COMMANDS: dict[str, str] = {
     "report": "analysis.commands.report",
     "ui": "ui.commands.ui",
     "sql": "schema.commands.sql",
-    "export": "schema.commands.export",
+    "export": "saegap.export",  # schema.commands.export, plus --format saebench (analysis)
 }
 
 
