@@ -30,7 +30,7 @@ from analysis.layer_summary import PER_SEQUENCE_SQL
 from analysis.sigma_test import Params as SigmaParams
 from analysis.sigma_test import sigma_test
 
-# The random baselines the SAE is compared with, most natural first (REFERENCE.md §1).
+# The random baselines the SAE is compared with, most natural first (docs/method.md §2.1).
 BASELINES: tuple[str, ...] = (
     "eps_random", "cos_random_sae_norm", "cos_random_true_norm", "eps_cov_random", "eps_real_diff"
 )  # fmt: skip
