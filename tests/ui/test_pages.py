@@ -144,7 +144,7 @@ def test_distributions_default_to_the_seed_figures(ui_store: Fixture) -> None:
     charts = specs(app)
     assert len(charts) == 4 + 3  # KL histogram per run, CE-loss panels, KL-vs-cos curve, KL by position
     histogram = encodings(charts[0])
-    assert histogram[0]["y"]["stack"] is None  # bars from zero, not stacked into floating dashes
+    assert histogram[0]["y"]["stack"] is None and histogram[0]["y2"] == {"datum": 0}  # bars from zero, not dashes
     assert "zero_ablation" not in colour_range(charts[0]) and "mean_ablation" not in colour_range(charts[0])
     assert any(layer["mark"]["type"] == "text" and layer["text"]["field"] == "p999_label" for layer in histogram)
     printed = frames(app)[0]

@@ -24,7 +24,7 @@ def kl_histogram_chart(hist: pd.DataFrame, stats: pd.DataFrame, title: str) -> a
     """Bars from 0 over [bin_lo, bin_hi) on a log axis (not stacked); a dashed rule and label at each p99.9."""
     colour = _colour(sorted(set(hist.intervention)))
     bars = alt.Chart(hist).mark_bar(opacity=0.45).encode(
-        x=alt.X("bin_lo:Q", title=title, scale=alt.Scale(type="log")), x2="bin_hi:Q",
+        x=alt.X("bin_lo:Q", title=title, scale=alt.Scale(type="log")), x2="bin_hi:Q", y2=alt.datum(0),
         y=alt.Y("fraction:Q", title="fraction of tokens", stack=None), color=colour,
         tooltip=["layer", "intervention", "bin_lo", "bin_hi", "n", "fraction"],
     )  # fmt: skip
@@ -32,7 +32,7 @@ def kl_histogram_chart(hist: pd.DataFrame, stats: pd.DataFrame, title: str) -> a
     labels = (
         alt.Chart(stats)
         .mark_text(align="left", dx=3, dy=-4, angle=0)
-        .encode(x="kl_p999:Q", y=alt.value(8), color=colour, text="p999_label:N")
+        .encode(x="kl_p999:Q", y=alt.Y("label_y:Q", scale=None), color=colour, text="p999_label:N")
     )
     return (bars + rules + labels).properties(height=340)  # autosize "fit": axes and legend included
 
@@ -42,7 +42,8 @@ def _stats(job_id: int, interventions: list[str]) -> pd.DataFrame:
     summary = answer("layer_summary", job=job_id, interventions=interventions)
     if summary.empty:
         return summary
-    return summary.assign(p999_label="p99.9 " + summary.kl_p999.map("{:.3g}".format))
+    order = summary.groupby(["layer", "sae"]).cumcount()  # labels stacked 12 px apart, not on each other
+    return summary.assign(p999_label="p99.9 " + summary.kl_p999.map("{:.3g}".format), label_y=10 + 12 * order)
 
 
 @st.fragment
@@ -72,6 +73,7 @@ def loss_chart(hist: pd.DataFrame) -> alt.FacetChart:
         .encode(
             x=alt.X("bin_lo:Q", title="CE-loss increase (nats)"),
             x2="bin_hi:Q",
+            y2=alt.datum(0),
             y=alt.Y("fraction:Q", title="fraction of tokens", stack=None),
             color=_colour(sorted(set(hist.intervention))),
             tooltip=["sae", "intervention", "bin_lo", "bin_hi", "n"],
