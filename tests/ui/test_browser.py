@@ -1,7 +1,12 @@
-"""A real browser (Debian chromium via playwright-core) through `saegap ui`: every page, a job submitted and finished.
+"""A real browser (Debian chromium via playwright-core) through `saegap ui` on the fixture store.
 
-Needs scripts/setup_browser.sh (chromium + node_modules); the test fails, not skips, without them.
-Screenshots go to docs/screenshots/.
+Every page on an all-token job with two SAEs at one layer and a single-token job with samples,
+then an attention (hook_z) job submitted on the bundled demo model, followed to its results.
+tests/ui/browser/drive.mjs asserts what a user sees (no exception text on any page, the verdict
+sentence, the downstream axis labelled at every offset, the hexbin plot's cells, no Deploy
+button, an unknown SAE refused before starting) and writes one screenshot per page to
+docs/screenshots/. Needs scripts/setup_browser.sh (chromium + node_modules); the test fails,
+not skips, without them.
 """
 
 from __future__ import annotations
@@ -43,9 +48,17 @@ def wait_healthy(url: str, server: subprocess.Popen[bytes], timeout_s: float = 9
     raise AssertionError(f"saegap ui not healthy at {url} after {timeout_s} s")
 
 
+PAGES = ("jobs", "layer_summary", "distributions", "correlations", "tokens", "single_token", "context", "sql_console")
+CHECKS = (
+    "verdict sentence", "hexbin plot renders", "downstream axis labelled at every offset", "no Deploy button",
+    "unknown SAE refused before starting", "attention job finished", "result link opens the attention job",
+)  # fmt: skip
+
+
 @pytest.fixture
-def ui_server(tmp_path: Path) -> Iterator[str]:
-    build_fixture_store(tmp_path / "store").store.close()
+def ui_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, int]]]:
+    fixture = build_fixture_store(tmp_path / "store")
+    fixture.store.close()
     port = free_port()
     env = {**os.environ, "SAEGAP_DATA": str(tmp_path / "store"), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
     env.pop("SAEGAP_BROKER_URL", None)
@@ -54,22 +67,25 @@ def ui_server(tmp_path: Path) -> Iterator[str]:
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_healthy(f"http://127.0.0.1:{port}", server)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", fixture.job_ids
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
-def test_every_page_in_a_real_browser(ui_server: str) -> None:
-    url = ui_server
+def test_every_page_in_a_real_browser(ui_server: tuple[str, dict[str, int]]) -> None:
+    url, jobs = ui_server
     assert Path("/usr/bin/chromium").exists() and (DRIVER.parent / "node_modules").exists(), (
         "run scripts/setup_browser.sh"
     )
     SHOTS.mkdir(parents=True, exist_ok=True)
-    # A small job on the bundled demo model, through the same names a user types.
-    command = ["node", str(DRIVER), url, str(SHOTS), "demo", "demo-res/blocks.2.hook_resid_pre", "demo"]
-    done = subprocess.run(command, cwd=DRIVER.parent, capture_output=True, text=True, timeout=540)
+    # The attention job on the bundled demo model, through the same names a user types.
+    sae = "demo-attn/blocks.2.attn.hook_z"
+    command = ["node", str(DRIVER), url, str(SHOTS), str(jobs["all"]), str(jobs["single"]), "demo", sae, "demo"]
+    done = subprocess.run(command, cwd=DRIVER.parent, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "done" in done.stdout and "Pearson" in done.stdout
-    for name in ("jobs", "layer_summary", "correlations", "sql_console", "correlations_new_job"):
+    for check in CHECKS:
+        assert f"ok {check}" in done.stdout, done.stdout
+    assert done.stdout.count("ok no exception text on") >= len(PAGES) + 1
+    for name in (*PAGES, "layer_summary_attention"):
         assert (SHOTS / f"{name}.png").stat().st_size > 10_000
