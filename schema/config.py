@@ -59,6 +59,10 @@ class StoreConfig(BaseModel):
         """The DuckLake catalog file of a local store."""
         return (self.data_dir / "lake.sqlite").resolve()
 
+    def lock_path(self) -> Path:
+        """The OS file lock of a local store (schema.locks): held by every lake write and store open."""
+        return (self.data_dir / "store.lock").resolve()
+
     def lake_catalog(self) -> str:
         """The DuckLake ATTACH target: a SQLite file, or the PostgreSQL database as libpq conninfo."""
         if self.database_url is None:

@@ -12,8 +12,11 @@ schema.read.query("SELECT layer, avg(kl) FROM token_records GROUP BY layer", sto
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import duckdb
@@ -21,7 +24,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 from sqlalchemy import Engine, create_engine, event
 
-from schema import lake, migrations
+from schema import lake, locks, migrations
 from schema.config import LAKE_ALIAS, StoreConfig
 from schema.errors import RecordSchemaError, UnknownRunError, UnknownShardError
 from schema.jobs import JobTables, RunInfo
@@ -61,12 +64,20 @@ class Store(JobTables):
         config = config or StoreConfig.from_env()
         config.prepare_local_dirs()
         engine = job_engine(config)
-        migrations.upgrade(engine)
         store = cls(config, engine)
-        lake.ensure_relations(store.writer())
+        try:
+            with _opening(config, engine):  # one opener creates or migrates; the others wait, then find it done
+                migrations.upgrade(engine)
+                lake.ensure_relations(store.writer())
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def close(self) -> None:
+        from schema import read  # its read processes (schema.read imports this module)
+
+        read.close_readers(self)
         for conn in (self._writer, self._reader):
             if conn is not None:
                 conn.close()
@@ -113,7 +124,7 @@ class Store(JobTables):
             conn.execute(f"DELETE FROM {LAKE_ALIAS}.runs WHERE run_id IN (SELECT unnest(?))", [ids])
             _insert_arrow(conn, "runs", table)
 
-        with self._lock:
+        with self._lock, self._lake_lock():
             lake.with_retries(conn, replace)
 
     def write_shard(self, job_id: int, shard_id: int, records: ShardRecords) -> ShardWrite:
@@ -122,7 +133,9 @@ class Store(JobTables):
         `records` maps run_id -> (tokens, interventions) with schema.records' columns; the
         store adds run_id and shard_id. A retried shard replaces its earlier attempt
         (delete by shard_id, then insert, same transaction); readers see all of a shard
-        or none of it. Conflicts with concurrent writers are retried with backoff.
+        or none of it. Simultaneous writes of one shard (a redelivered shard still running
+        elsewhere) queue on a lock: each deletes what the one before committed, so exactly one
+        copy stays, the last to commit. Other conflicts are retried with backoff.
         """
         self._check_shard(job_id, shard_id, set(records))
         tokens = _keyed_concat([(run_id, pair[0]) for run_id, pair in records.items()], shard_id, TOKEN_SCHEMA)
@@ -136,7 +149,7 @@ class Store(JobTables):
                 conn.execute(f"DELETE FROM {LAKE_ALIAS}.{table} WHERE shard_id = ?", [shard_id])
             _insert_records(conn, tokens, interventions)
 
-        with self._lock:
+        with self._lock, self._lake_lock(shard_id):
             lake.with_retries(conn, replace)
         largest_run = max((pair[0].num_rows for pair in records.values()), default=0)
         return ShardWrite(token_rows=tokens.num_rows, intervention_rows=interventions.num_rows, tokens=largest_run)
@@ -152,8 +165,18 @@ class Store(JobTables):
     def execute_write(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pa.Table:
         """Run any statement on the lake in one transaction (admin use: `saegap sql --write`)."""
         conn = self.writer()
-        with self._lock:
+        with self._lock, self._lake_lock():
             return lake.with_retries(conn, lambda: _arrow_or_empty(conn.execute(sql, params)))
+
+    def _lake_lock(self, shard_id: int | None = None) -> AbstractContextManager[None]:
+        """What a lake write holds across processes: the data dir's file lock (a local store: commits
+        one at a time, none starves), or on PostgreSQL the shard's advisory lock (writes of other shards
+        stay concurrent; their rare conflicts are retried)."""
+        if not self.config.uses_postgres:
+            return locks.file_lock(self.config.lock_path())
+        if shard_id is None:
+            return contextlib.nullcontext()
+        return locks.advisory_lock(self.engine, locks.SHARD_NAMESPACE, shard_id)
 
 
 def _insert_arrow(conn: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
@@ -207,6 +230,17 @@ def _keyed(table: pa.Table, run_id: int, shard_id: int, schema: pa.Schema, keyed
 
 def _constant(value: int, length: int) -> pa.Array:
     return pa.repeat(pa.scalar(value, pa.int64()), length)
+
+
+@contextlib.contextmanager
+def _opening(config: StoreConfig, engine: Engine) -> Iterator[None]:
+    """Serialise store opens (creation, migration, the lake's relations) across processes."""
+    if config.uses_postgres:
+        with locks.advisory_lock(engine, locks.OPEN_NAMESPACE, 0):
+            yield
+    else:
+        with locks.file_lock(config.lock_path()):
+            yield
 
 
 def job_engine(config: StoreConfig) -> Engine:

@@ -6,6 +6,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -13,6 +14,7 @@ import pytest
 
 from schema import lake, read
 from schema.config import StoreConfig
+from schema.relations import RECORD_TABLES, ROLLUPS
 from schema.spec import JobSpec
 from schema.store import Store
 from tests.schema.records import VERSIONS, run_meta, synthetic_shard
@@ -100,10 +102,11 @@ def test_four_writers_and_a_reader_every_row_exactly_once(store: Store, store_co
     assert progress.tokens_done == len(shards) * TOKEN_ROWS
 
 
-def _assert_exactly_once(store: Store, job_id: int, shards: list, runs: int) -> None:
+def _assert_exactly_once(store: Store, job_id: int, shards: list, runs: int, writers: int = WRITERS) -> None:
     counts = read.query(
         """SELECT count(*) AS rows,
-                  count(DISTINCT (run_id, sequence, position, intervention, sample)) AS keys,
+                  (SELECT count(*) FROM (SELECT DISTINCT run_id, sequence, position, intervention, sample
+                                         FROM interventions)) AS keys,
                   count(DISTINCT shard_id) AS shards,
                   count(*) FILTER (WHERE kl % 1 = 0.5) AS bad
            FROM interventions""",
@@ -117,7 +120,7 @@ def _assert_exactly_once(store: Store, job_id: int, shards: list, runs: int) -> 
     totals = read.query("SELECT count(*) AS n, sum(kl::DOUBLE) AS kl FROM interventions", store=store).to_pylist()[0]
     assert (sums["n"], sums["shards"]) == (totals["n"], len(shards))
     assert sums["kl"] == pytest.approx(totals["kl"], rel=1e-12)
-    retried = [shard_id for w in range(WRITERS) for shard_id, _ in shards[w::WRITERS][:RETRIED_PER_WRITER]]
+    retried = [shard_id for w in range(writers) for shard_id, _ in shards[w::writers][:RETRIED_PER_WRITER]]
     salts = read.query(
         "SELECT DISTINCT shard_id, kl % 1000 - position AS salt FROM interventions"
         " WHERE shard_id IN (SELECT unnest(?))",
@@ -203,3 +206,129 @@ def test_writer_killed_at_a_random_moment_leaves_a_whole_attempt(store: Store, s
     written = store.write_shard(job_id, shards[0][0], _records(run_ids, shards[0][1], salt=0.0))
     assert _shard_counts(store, shards[0][0]) == (written.token_rows, written.intervention_rows)
     assert isinstance(read.query("SELECT count(*) FROM token_gaps", store=store), pa.Table)
+
+
+# --- One shard written by several processes at once (a redelivered shard still running) --------------
+
+RACE_POSITIONS = 256  # 2 runs x 2 sequences x 256 positions: 1024 token rows per copy
+RACERS = 4
+# (writers, spread): writer j of a round starts spread * j / (writers - 1) seconds after the round opens
+RACE_ROUNDS = [(writers, spread) for writers in (2, 3, 4) for spread in (0.0, 0.1, 0.3)]
+
+
+def _race(config: StoreConfig, job_id: int, run_ids: list[int], shards: Shards, me: int, barrier: Any) -> None:
+    """Child process: in each round, wait for the others, sleep this writer's offset, write the round's shard."""
+    store = Store.open(config)
+    for (writers, spread), (shard_id, seq_range) in zip(RACE_ROUNDS, shards, strict=True):
+        barrier.wait()
+        if me < writers:
+            time.sleep(spread * me / (writers - 1))
+            store.write_shard(job_id, shard_id, _records(run_ids, seq_range, salt=float(me), positions=RACE_POSITIONS))
+    store.close()
+
+
+def _copies(store: Store, shard_id: int) -> dict[str, Any]:
+    """Row counts of one shard in every record table, and what they should be for exactly one copy."""
+    tables = [table for table in RECORD_TABLES if table != "runs"]
+    found = {table: _count(store, f"SELECT count(*) FROM {table} WHERE shard_id = {shard_id}") for table in tables}
+    token_rows = 2 * SEQUENCES_PER_SHARD * RACE_POSITIONS
+    expected = {"tokens": token_rows, "interventions": token_rows * len(INTERVENTIONS)}
+    for table, rollup in ROLLUPS.items():  # a rollup of the shard's current rows, recomputed
+        source = f"(SELECT * FROM {rollup.source} WHERE shard_id = {shard_id})"
+        expected[table] = _count(store, f"SELECT count(*) FROM ({rollup.select.format(source=source)})")
+    salts = read.query(
+        "SELECT DISTINCT kl % 1000 - position AS salt FROM interventions WHERE shard_id = $s",
+        {"s": shard_id},
+        store=store,
+    )
+    return {"found": found, "expected": expected, "salts": salts.column("salt").to_pylist()}
+
+
+def _count(store: Store, sql: str) -> int:
+    return read.query(sql, store=store).column(0)[0].as_py()
+
+
+def test_simultaneous_writes_of_one_shard_leave_exactly_one_copy(store: Store, store_config: StoreConfig) -> None:
+    job_id, run_ids, shards = _job_with_shards(store, len(RACE_ROUNDS))
+    barrier = SPAWN.Barrier(RACERS, timeout=600)  # a hang guard only: every round waits for all four
+    racers = [SPAWN.Process(target=_race, args=(store_config, job_id, run_ids, shards, me, barrier))
+              for me in range(RACERS)]  # fmt: skip
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    assert [racer.exitcode for racer in racers] == [0] * RACERS
+
+    for (writers, spread), (shard_id, _) in zip(RACE_ROUNDS, shards, strict=True):
+        copies = _copies(store, shard_id)
+        assert copies["found"] == copies["expected"], (writers, spread)
+        assert len(copies["salts"]) == 1 and copies["salts"][0] in range(writers), (writers, spread, copies["salts"])
+    assert _count(store, "SELECT sum(n) FROM intervention_sums") == _count(store, "SELECT count(*) FROM interventions")
+
+
+# --- Writers and openers that queue instead of giving up -----------------------------------------------
+
+OPENERS = 4
+BUSY_WRITERS = 8
+SHARDS_PER_BUSY_WRITER = 10
+HOGS = int(os.environ.get("SAEGAP_TEST_HOGS", "4"))  # CPU busy-loop processes beside the 8 writers
+
+
+def _open_and_create_a_job(config: StoreConfig, barrier: Any, results: Any) -> None:
+    """Child process: open the (new) store the moment the others do, store a job, report its id or error."""
+    barrier.wait()
+    try:
+        with Store.open(config) as store:
+            spec = JobSpec(model="tiny", saes=["tiny-res/blocks.0"], tokens="tiny")
+            results.put(store.create_job(spec, VERSIONS))
+    except Exception as error:  # the point of the test: report any failure to open
+        results.put(repr(error))
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(store_config: StoreConfig) -> None:
+    barrier, results = SPAWN.Barrier(OPENERS, timeout=600), SPAWN.Queue()
+    openers = [SPAWN.Process(target=_open_and_create_a_job, args=(store_config, barrier, results))
+               for _ in range(OPENERS)]  # fmt: skip
+    for opener in openers:
+        opener.start()
+    outcomes = [results.get() for _ in openers]
+    for opener in openers:
+        opener.join()
+    assert all(isinstance(outcome, int) for outcome in outcomes), outcomes
+    with Store.open(store_config) as store:
+        assert sorted(job.id for job in store.list_jobs()) == sorted(outcomes)
+        assert {table: _count(store, f"SELECT count(*) FROM {table}") for table in RECORD_TABLES} == dict.fromkeys(
+            RECORD_TABLES, 0
+        )  # every relation made once, none missing
+
+
+def _hog(stop: Any) -> None:
+    """Child process: spin on the CPU until told to stop (pushes the load average up)."""
+    while not stop.is_set():
+        sum(range(100_000))
+
+
+def test_eight_writers_under_cpu_load_all_land(tmp_path: Path) -> None:
+    config = StoreConfig(data_dir=tmp_path / "store")  # the SQLite catalog: the one that starved
+    stop = SPAWN.Event()
+    hogs = [SPAWN.Process(target=_hog, args=(stop,)) for _ in range(HOGS)]
+    for hog in hogs:
+        hog.start()
+    try:
+        with Store.open(config) as store:
+            job_id, run_ids, shards = _job_with_shards(store, BUSY_WRITERS * SHARDS_PER_BUSY_WRITER)
+            writers = [SPAWN.Process(target=_write_shards, args=(config, job_id, run_ids, shards[w::BUSY_WRITERS]))
+                       for w in range(BUSY_WRITERS)]  # fmt: skip
+            for writer in writers:
+                writer.start()
+            for writer in writers:
+                writer.join()
+            load = os.getloadavg()[0]
+            assert [w.exitcode for w in writers] == [0] * BUSY_WRITERS, f"load average {load:.1f}"
+            _assert_exactly_once(store, job_id, shards, len(run_ids), writers=BUSY_WRITERS)
+            assert store.progress(job_id).shards_done == len(shards)
+    finally:
+        stop.set()
+        for hog in hogs:
+            hog.join()
+    print(f"8 writers + {HOGS} CPU hogs: load average {load:.1f} when the writers finished")
