@@ -72,6 +72,12 @@ class StoreConfig(BaseModel):
             raise ValueError(f"SAEGAP_DATABASE_URL must be a PostgreSQL URL, got backend {url.get_backend_name()!r}")
         return f"ducklake:postgres:{_libpq_conninfo(url)}"
 
+    def catalog_label(self) -> str:
+        """The lake catalog for messages: the SQLite file, or the PostgreSQL URL without its password."""
+        if self.database_url is None:
+            return str(self.sqlite_catalog_path())
+        return f"{make_url(self.database_url).render_as_string(hide_password=True)} (schema {LAKE_METADATA_SCHEMA})"
+
     def prepare_local_dirs(self) -> None:
         """Create the data dir and a local Parquet dir (DuckLake does not create them)."""
         if self.database_url is None:

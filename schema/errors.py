@@ -58,3 +58,7 @@ class WriteConflictError(StoreError):
 
 class ObjectStoreError(StoreError):
     """An s3:// data path the store cannot use: unreachable endpoint, wrong credentials, missing bucket."""
+
+
+class StoreOpenError(StoreError):
+    """A store that cannot be opened: its catalog is unreadable, or its files are not where they are expected."""

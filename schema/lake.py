@@ -21,7 +21,7 @@ from typing import TypeVar
 import duckdb
 
 from schema.config import LAKE_ALIAS, LAKE_METADATA_SCHEMA, StoreConfig
-from schema.errors import ObjectStoreError, WriteConflictError
+from schema.errors import ObjectStoreError, StoreOpenError, WriteConflictError
 from schema.relations import (
     RECORD_TABLES,
     ROLLUPS,
@@ -69,14 +69,51 @@ def connect(config: StoreConfig, *, read_only: bool) -> duckdb.DuckDBPyConnectio
         check_data_path(conn, config)
     if not config.uses_postgres:
         _prepare_sqlite_catalog(config.sqlite_catalog_path())
-    options = [f"DATA_PATH '{config.lake_data_path()}'"]
+    options = [f"DATA_PATH '{config.lake_data_path()}'", "OVERRIDE_DATA_PATH true"]  # a moved store: see _attach
     if config.uses_postgres:
         options.append(f"METADATA_SCHEMA '{LAKE_METADATA_SCHEMA}'")
     if read_only:
         options.append("READ_ONLY")
-    conn.execute(f"ATTACH '{config.lake_catalog()}' AS {LAKE_ALIAS} ({', '.join(options)})")
+    _attach(conn, config, options)
     conn.execute(f"USE {LAKE_ALIAS}")
     return conn
+
+
+def _attach(conn: duckdb.DuckDBPyConnection, config: StoreConfig, options: list[str]) -> None:
+    """ATTACH the lake; any failure is one StoreOpenError naming the catalog.
+
+    DuckLake records the absolute data path it was created with and stores file paths relative
+    to it. A store moved or copied elsewhere (its data dir, or its Parquet and SAEGAP_DATA_PATH)
+    is opened with OVERRIDE_DATA_PATH at the path configured now, once its files are found there.
+    """
+    try:
+        conn.execute(f"ATTACH '{config.lake_catalog()}' AS {LAKE_ALIAS} ({', '.join(options)})")
+    except duckdb.Error as error:
+        conn.close()
+        raise StoreOpenError(f"cannot open the lake catalog {config.catalog_label()}: {_first_line(error)}") from None
+    recorded = conn.execute(
+        "SELECT value FROM ducklake_options(?) WHERE option_name = 'data_path'", [LAKE_ALIAS]
+    ).fetchone()
+    if recorded and recorded[0] != config.lake_data_path():
+        _check_moved_files(conn, config, recorded[0])
+
+
+def _check_moved_files(conn: duckdb.DuckDBPyConnection, config: StoreConfig, recorded: str) -> None:
+    """The catalog was made at `recorded`: its files must be under the configured data path now."""
+    expected = config.lake_data_path()
+    for table in RECORD_TABLES:
+        row = conn.execute("SELECT data_file FROM ducklake_list_files(?, ?) LIMIT 1", [LAKE_ALIAS, table]).fetchone()
+        if row and "://" not in expected and not Path(row[0]).exists():
+            conn.close()
+            raise StoreOpenError(
+                f"the lake's Parquet files are expected under {expected} (the catalog was made at {recorded}),"
+                f" but {row[0]} is missing: move or copy the whole data dir, or set SAEGAP_DATA_PATH to where they are"
+            )
+    log.info("lake made at %s opened at %s", recorded, expected)
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def create_s3_secret(conn: duckdb.DuckDBPyConnection, env: dict[str, str] | None = None) -> None:
@@ -133,9 +170,12 @@ def _prepare_sqlite_catalog(path: Path) -> None:
     """Put the SQLite catalog in WAL mode (a file property, set once): readers then never block the
     committing writer. In the default rollback-journal mode a reader's lock made commits fail with
     'database is locked' and DuckLake's retries back off for seconds."""
-    with contextlib.closing(sqlite3.connect(path, timeout=60)) as catalog:
-        if catalog.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            catalog.execute("PRAGMA journal_mode=WAL")
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as catalog:
+            if catalog.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                catalog.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as error:
+        raise StoreOpenError(f"cannot open the lake catalog {path}: {error}") from None
 
 
 def is_retryable(error: duckdb.Error) -> bool:
