@@ -243,3 +243,33 @@ def test_sql_console_reports_a_typo_as_a_syntax_error_and_its_example_reads_one_
     assert (
         len(errors) == 1 and errors[0].startswith("Query failed: the SQL does not parse") and "Refused" not in errors[0]
     )
+
+
+def test_context_page_legend_names_each_series_kl_and_labels_whitespace_tokens(
+    ui_store: Fixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+
+    import worker.jobs
+
+    texts = [" the", "\n", "const"]
+    rows = [{"token_id": i, "token_text": text, "logprob_clean": -1.0 - i, "logprob_sae": -1.5 - i,
+             "logprob_eps_random": -1.1 - i, "rank": i + 1} for i, text in enumerate(texts)]  # fmt: skip
+    table = pa.Table.from_pylist(rows, schema=worker.jobs.NEXT_TOKEN_SCHEMA)
+    monkeypatch.setattr(worker.jobs, "next_token_distributions", lambda *args, **kwargs: table)
+    app = open_page("context", ui_store, "all")
+    recorded = frames(app)[0].iloc[0]
+    app.button[0].click().run()
+    assert not app.exception and not app.error
+    shown = chart_data(app, 0)
+    assert {"␣the", "↵", "const"} <= set(shown.label)
+    assert f"sae (KL {recorded['sae']:.3g} nats)" in set(shown.series)
+    assert f"eps_random (KL {recorded['eps_random']:.3g} nats)" in set(shown.series)
+
+
+def test_loss_histograms_bin_each_intervention_on_its_own_range(ui_store: Fixture) -> None:
+    app = open_page("distributions", ui_store, "all")
+    loss = chart_data(app, 4)
+    widths = (loss.bin_hi - loss.bin_lo).groupby(loss.intervention).first()
+    assert widths["sae"] != pytest.approx(widths["eps_random"])  # not the shared range of every intervention
+    assert loss[loss.intervention == "eps_random"].bin.nunique() > 6  # spread over many bins, not 3-6
