@@ -1,7 +1,14 @@
-"""Time each UI page's data (the analysis queries it runs on first load) on the store benchmark's records.
+"""Time each UI page until it is idle in a real browser (chromium via playwright-core), on a store.
 
-Build the records first with bench/store.py (default .work/bench-store); target: every page <= 3 s.
-Usage: .venv/bin/python bench/ui.py [--data-dir .work/bench-store] [--repeats 2]
+Starts `saegap ui` on the store in --data-dir, opens every page on the store's newest finished
+job of the page's scope (tests/ui/browser/idle.mjs; a page is idle when Streamlit shows no
+running script, spinner or stale element on three checks 50 ms apart) and prints one JSON line
+per page: the first (cold: the server's 15 s query cache is empty) and the best later visit.
+Needs scripts/setup_browser.sh. Target (issue 15): every page idle within 2 s on the demo job's
+store, 3 s at seed scale (bench/store.py).
+
+Usage: .venv/bin/python -m bench.ui --data-dir .work/ui-demo-store [--repeats 3]   (as a module: it imports tests/)
+The demo job's store: SAEGAP_DATA=.work/ui-demo-store .venv/bin/python -m saegap.cli evaluate
 """
 
 from __future__ import annotations
@@ -9,70 +16,65 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
+import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
 
-from analysis.registry import get_module
-from schema.config import StoreConfig
-from schema.read import query
-from schema.store import Store
-from ui.data import HEATMAP_TOKENS
+from tests.ui.test_browser import free_port, wait_healthy
 
+ROOT = Path(__file__).resolve().parents[1]
+IDLE = ROOT / "tests" / "ui" / "browser" / "idle.mjs"
+# (page path, scope of the job it opens on; None: any)
+PAGES = (
+    ("jobs", None), ("layer_summary", "all_tokens"), ("distributions", "all_tokens"), ("correlations", None),
+    ("tokens", None), ("single_token", "single_token"), ("context", None), ("sql_console", None),
+)  # fmt: skip
 log = logging.getLogger("bench.ui")
 
-# (module, params) each page asks for on first load, as in ui/views/*.py; {job}/{run}/{other} filled in.
-PAGE_QUERIES: dict[str, list[tuple[str, dict[str, Any]]]] = {
-    "layer_summary": [("layer_summary", {"job": "{job}"}), ("compare_saes", {"job": "{job}"})],
-    "distributions": [
-        ("kl_histogram", {"job": "{job}", "interventions": ["sae", "eps_random", "zero_ablation"]}),
-        ("loss_histogram", {"job": "{job}", "interventions": ["sae", "eps_random", "zero_ablation"]}),
-        ("by_position", {"job": "{job}", "interventions": ["sae", "eps_random", "zero_ablation"]}),
-    ],
-    "correlations": [
-        ("runs", {"job": "{job}"}),
-        ("token_sample", {"job": "{job}", "run": "{run}", "x": "position", "y": "kl_gap", "other_run": "{other}"}),
-        ("cross_layer", {"job": "{job}", "max_tokens": HEATMAP_TOKENS}),
-    ],
-    "tokens": [("top_tokens", {"job": "{job}"}), ("token_contexts", {"job": "{job}", "run": "{run}", "limit": 100})],
-}
+
+def newest_done(data_dir: Path) -> dict[str | None, int]:
+    """The newest finished job per scope (None: of any scope) in the store, as the pages pick it."""
+    from schema.config import StoreConfig
+    from schema.store import Store
+
+    store = Store.open(StoreConfig(data_dir=data_dir))
+    jobs = [job for job in store.list_jobs(limit=100) if job.status == "done"]
+    store.close()
+    found: dict[str | None, int] = {None: jobs[0].id} if jobs else {}
+    for job in reversed(jobs):
+        found[job.spec.scope.kind] = job.id  # newest last, so it wins
+    return found
 
 
-def _fill(params: dict[str, Any], ids: dict[str, int]) -> dict[str, Any]:
-    return {key: ids[value[1:-1]] if isinstance(value, str) and value.startswith("{") else value
-            for key, value in params.items()}  # fmt: skip
-
-
-def _ids(store: Store) -> dict[str, int]:
-    runs = query("SELECT job_id, run_id FROM runs ORDER BY job_id, run_id LIMIT 2", store=store).to_pylist()
-    return {"job": runs[0]["job_id"], "run": runs[0]["run_id"], "other": runs[-1]["run_id"]}
-
-
-def time_page(store: Store, page: str, ids: dict[str, int], repeats: int) -> dict[str, Any]:
-    """Best-of-repeats seconds for the page's queries run one after another (as a page load does)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for name, params in PAGE_QUERIES[page]:
-            module = get_module(name)
-            module(module.params(**_fill(params, ids)), store=store)
-        times.append(time.perf_counter() - start)
-    return {"page": page, "best_s": round(min(times), 3), "all_s": [round(t, 3) for t in times]}
+def paths(data_dir: Path) -> list[str]:
+    jobs = newest_done(data_dir)
+    return [name if scope is None and name in ("jobs", "sql_console") else f"{name}?job={jobs[scope]}"
+            for name, scope in PAGES if scope in jobs]  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path(".work/bench-store"))
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--data-dir", type=Path, default=Path(".work/ui-demo-store"))
+    parser.add_argument("--repeats", type=int, default=3, help="visits per page; the first is cold")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    store = Store.open(StoreConfig(data_dir=args.data_dir))
-    counts = query("SELECT (SELECT count(*) FROM tokens) AS tokens, (SELECT count(*) FROM interventions) AS records",
-                   store=store).to_pylist()[0]  # fmt: skip
-    log.info(json.dumps({"store": str(args.data_dir), **counts}))
-    ids = _ids(store)
-    for page in PAGE_QUERIES:
-        log.info(json.dumps(time_page(store, page, ids, args.repeats)))
+    port = free_port()
+    env = {**os.environ, "SAEGAP_DATA": str(args.data_dir.resolve()), "HF_HUB_OFFLINE": "1"}
+    env.pop("SAEGAP_BROKER_URL", None)
+    command = [sys.executable, "-m", "saegap.cli", "ui", "--port", str(port), "--host", "127.0.0.1"]
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, server)
+        log.info(json.dumps({"store": str(args.data_dir), "cpus": os.cpu_count(), "load": os.getloadavg()[0]}))
+        pages = paths(args.data_dir)
+        done = subprocess.run(["node", str(IDLE), url, str(args.repeats), *pages], cwd=IDLE.parent, text=True,
+                              capture_output=True, check=True)  # fmt: skip
+        log.info(done.stdout.strip())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

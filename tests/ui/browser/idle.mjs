@@ -1,0 +1,46 @@
+// Times each page of a running `saegap ui` until it is idle, in a real browser (bench/ui.py runs it).
+// Usage: node idle.mjs <base url> <repeats> <path>...   Prints one JSON line per page.
+// A visit's time runs from navigation to the first of three consecutive idle checks (50 ms apart);
+// the first visit finds the server's query cache cold, later visits (new tabs) find it warm.
+import { chromium } from "playwright-core";
+
+const [base, repeats, ...paths] = process.argv.slice(2);
+const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"];
+
+function busy() {
+  const text = document.body.innerText;
+  return !document.querySelector('[data-testid="stMain"] h1')
+    || Boolean(document.querySelector('[data-testid="stStatusWidget"]'))
+    || Boolean(document.querySelector('[data-testid="stSpinner"]'))
+    || Boolean(document.querySelector('[data-stale="true"]'))
+    || text.includes("querying the store")
+    || [...document.querySelectorAll("button")].some((b) => b.innerText.trim() === "Stop");
+}
+
+async function visit(browser, path) {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const start = performance.now();
+  await page.goto(`${base}/${path}`);
+  let idleSince = null;
+  for (let idle = 0; idle < 3;) {
+    await page.waitForTimeout(50);
+    if (await page.evaluate(busy)) { idle = 0; idleSince = null; } else { idle += 1; idleSince ??= performance.now(); }
+  }
+  const failed = await page.locator('[data-testid="stException"]').count();
+  await page.close();
+  return { seconds: (idleSince - start) / 1000, failed };
+}
+
+const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: FLAGS });
+try {
+  await visit(browser, "sql_console");  // the server's first script run (imports) is not any page's cost
+  for (const path of paths) {
+    const times = [];
+    for (let i = 0; i < Number(repeats); i++) times.push(await visit(browser, path));
+    const warm = times.slice(1).map((t) => t.seconds);
+    console.log(JSON.stringify({ page: path, cold_s: +times[0].seconds.toFixed(2),
+      warm_best_s: warm.length ? +Math.min(...warm).toFixed(2) : null, exceptions: times.reduce((a, t) => a + t.failed, 0) }));
+  }
+} finally {
+  await browser.close();
+}
