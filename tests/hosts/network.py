@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import secrets
 import shutil
 import signal
@@ -43,7 +42,7 @@ class Network:
 
     hosts: list[str]
     token: str = field(default_factory=lambda: secrets.token_hex(3))
-    subnet: str = field(default_factory=lambda: f"10.{random.randint(200, 250)}.{random.randint(0, 255)}")
+    subnet: str = field(default_factory=lambda: f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(256)}")
     made: list[str] = field(default_factory=list)  # namespaces created so far (teardown deletes these)
 
     def namespace(self, host: str) -> str:

@@ -15,6 +15,7 @@ import redis
 from schema.config import StoreConfig
 from schema.spec import JobSpec
 from schema.store import Store
+from tests.hosts.broker import use_env_broker
 from worker import jobs
 
 BROKER = "redis://127.0.0.1:6379/11"
@@ -37,13 +38,11 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     values = {"SAEGAP_DATA": str(tmp_path / "store"), "SAEGAP_BROKER_URL": BROKER}
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
-    from worker.celery_app import app, apply_env
-
-    apply_env(app)
+    use_env_broker()
     yield {**os.environ, "HF_HUB_OFFLINE": "1"}
     for key, value in saved.items():
         os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-    apply_env(app)
+    use_env_broker()
     redis.Redis.from_url(BROKER).flushdb()
 
 

@@ -24,6 +24,7 @@ from schema.jobs import JobInfo
 from schema.spec import JobSpec
 from schema.store import Store
 from tests.hosts import network
+from tests.hosts.broker import use_env_broker
 from tests.hosts.services import Services
 from tests.worker.conftest import save_tiny_assets
 from tests.worker.test_jobs import expected_rows, record_counts, tiny_spec
@@ -68,17 +69,11 @@ def start_worker(net: network.Network, services: Services, root: Path, host: str
         return subprocess.Popen(argv, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def wait_workers_answer(workers: dict[str, subprocess.Popen]) -> None:
-    """Until every worker answers a broker ping (each imports torch first); fails if one exits."""
-    from worker.celery_app import app
-
-    wanted = {f"saegap@{host}" for host in workers}
-    while True:
+def wait_workers_ready(root: Path, workers: dict[str, subprocess.Popen]) -> None:
+    """Until every worker logs that it is ready (each imports torch first); fails if one exits."""
+    while not all(f"saegap@{host} ready." in (root / f"{host}.log").read_text(errors="replace") for host in workers):
         dead = {host: p.returncode for host, p in workers.items() if p.poll() is not None}
         assert not dead, f"workers exited: {dead}"
-        answered = {name for reply in app.control.ping(timeout=1.0) for name in reply}
-        if wanted <= answered:
-            return
         time.sleep(0.5)
 
 
@@ -96,12 +91,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         net.up()
         services.start()
         os.environ.update(services.env())
-        from worker.celery_app import app, apply_env
-
-        apply_env(app)
+        use_env_broker()
         store = Store.open(StoreConfig.from_env())
         workers = {host: start_worker(net, services, root, host, assets["model"]) for host in WORKER_HOSTS}
-        wait_workers_answer(workers)
+        wait_workers_ready(root, workers)
         yield Cluster(net, services, store, assets, root, workers)
     finally:
         for process in workers.values():
@@ -112,9 +105,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         net.down()
         os.environ.clear()
         os.environ.update(saved)
-        from worker.celery_app import app, apply_env
-
-        apply_env(app)
+        use_env_broker()
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:
