@@ -31,6 +31,10 @@ def apply_env(celery: Celery) -> None:
             "visibility_timeout": int(os.environ.get("SAEGAP_VISIBILITY_TIMEOUT", _DEFAULT_VISIBILITY_TIMEOUT_S))
         },
     )
+    # Celery caches its producer pool on first send and app.close() does not drop it when no
+    # connection pool was built: without this a task sent after a broker change goes to the old broker.
+    celery.amqp._producer_pool = None
+    celery.close()
 
 
 app = Celery("saegap", include=["worker.tasks"])

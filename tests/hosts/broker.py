@@ -4,11 +4,7 @@ from __future__ import annotations
 
 
 def use_env_broker() -> None:
-    """worker.celery_app.apply_env, then drop the producer pool the app caches: without that a task sent
-    after the switch still goes to the broker of the first send (Celery keeps `amqp._producer_pool`,
-    which app.close() does not reset when the app never built its connection pool)."""
+    """worker.celery_app.apply_env (which also drops the app's cached producer pool and connections)."""
     from worker.celery_app import app, apply_env
 
     apply_env(app)
-    app.amqp._producer_pool = None
-    app.close()
