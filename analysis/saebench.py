@@ -95,11 +95,11 @@ def sae_lens_ids(sae: str) -> tuple[str | None, str | None]:
     return release, sae_id
 
 
-def _sae_cfg(run: pd.Series) -> dict[str, Any]:
+def _sae_cfg(run: pd.Series, model: str) -> dict[str, Any]:
     """What the store knows of the SAE's config, under SAELens's config names."""
-    names = {"model_name": "model", "hook_name": "hook_name", "hook_layer": "layer", "d_in": "d_in", "d_sae": "d_sae",
+    names = {"hook_name": "hook_name", "hook_layer": "layer", "d_in": "d_in", "d_sae": "d_sae",
              "architecture": "architecture"}  # fmt: skip
-    return _pick(run, names)
+    return {"model_name": model, **_pick(run, names)}
 
 
 def eval_outputs(job_id: int, store: Any = None, params: VerdictParams | None = None) -> list[dict[str, Any]]:
@@ -130,7 +130,7 @@ def eval_outputs(job_id: int, store: Any = None, params: VerdictParams | None = 
             "sae_bench_commit_hash": NOT_SAE_BENCH,
             "sae_lens_id": sae_id, "sae_lens_release_id": release,
             "sae_lens_version": job.versions.get("sae_lens"),
-            "sae_cfg_dict": _sae_cfg(run),
+            "sae_cfg_dict": _sae_cfg(run, job.spec.model),
             "eval_result_unstructured": {"saegap_job_id": job_id, "saegap_run_id": int(verdict.run_id),
                                          "saegap_versions": job.versions},
         })  # fmt: skip

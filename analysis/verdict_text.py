@@ -72,7 +72,7 @@ def render_table(table: pa.Table | pd.DataFrame) -> list[str]:
     label, labels = run_labels(frame)
     header = [label, "SAE KL"]
     for baseline in TABLE_BASELINES:
-        header += [f"KL / {baseline} [95% CI]", "verdict"]
+        header += [f"vs {baseline} [CI]", "verdict"]
     rows = []
     for text, row in zip(labels, frame.itertuples(), strict=True):
         cells = [text, fmt(row.kl_sae, 4)]
@@ -105,7 +105,7 @@ def render_text(table: pa.Table | pd.DataFrame, job_id: int | None = None) -> st
     frame = _frame(table)
     if frame.empty:
         return f"job {job_id}: no verdict (no SAE records with at least 2 sequences)"
-    title = "Are the SAE's errors pathological? Mean KL(clean || patched); ratio = SAE's KL / baseline's"
+    title = "Are the SAE's errors pathological? vs B = SAE's mean KL(clean || patched) / B's [95% CI]"
     lines = [title if job_id is None else f"job {job_id}: {title[0].lower()}{title[1:]}"]
     lines = textwrap.wrap(lines[0], WIDTH) + render_table(frame) + [""]
     for row in frame.itertuples():

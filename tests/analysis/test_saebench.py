@@ -53,6 +53,7 @@ def test_numbers_are_the_verdicts_and_nan_is_null(exported: dict[str, dict], fix
     layer2 = exported[f"{SAE_A.format(layer=2).replace('/', '_')}_eval_results.json"]
     assert layer2["eval_result_metrics"]["vs_eps_random"]["kl_ratio"] == pytest.approx(PLANTED_KL_RATIO[2])
     assert layer2["sae_cfg_dict"]["hook_name"] == "blocks.2.hook_resid_pre"
+    assert (layer2["sae_cfg_dict"]["model_name"], layer2["sae_cfg_dict"]["d_sae"]) == ("fixture-model", 64)
     assert {d["intervention"] for d in layer2["eval_result_details"]} >= {"sae", "eps_random", "zero_ablation"}
 
 

@@ -27,10 +27,10 @@ def test_default_output_is_the_verdict_and_logs_go_to_the_data_dir(tmp_path: Pat
     lines = result.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("job 1: are the SAE's errors pathological?"))
     answer = lines[start:]
-    assert answer[1].split()[:3] == ["layer", "SAE", "KL"] and "KL / eps_random [95% CI]" in answer[1]
+    assert answer[1].split()[:3] == ["layer", "SAE", "KL"] and "vs eps_random [CI]" in answer[1]
     row = answer[2].split()
     assert row[0] == "2" and row[3].startswith("[") and row[-1] == "-"  # no eps_cov_random in this job
-    assert answer[-1].endswith(".") and "against eps_random" in " ".join(answer[4:])  # one sentence per SAE
+    assert answer[-1].endswith(".") and "eps_random (" in " ".join(answer[4:])  # one sentence per SAE
     assert max(map(len, answer)) <= WIDTH
     assert lines[0].startswith("records: job 1 in")  # the records' place first, the verdict last
     assert "INFO" not in result.stderr  # alembic and worker INFO lines are not on the terminal ...
