@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "status": "worker.commands.status",
     "jobs": "worker.commands.jobs",
     "cancel": "worker.commands.cancel",
+    "resume": "worker.commands.resume",
     "worker": "worker.commands.worker",
     "report": "analysis.commands.report",
     "ui": "ui.commands.ui",
@@ -39,6 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
         module.configure(sub)
         sub.set_defaults(_run=module.run)
     return parser
+
+
+class _NoTraceback(logging.Formatter):
+    """The terminal gets one line per failure; LOG_FILE (or -v, or `saegap worker`'s log) has the traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not record.exc_info:
+            return super().format(record)
+        brief = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return super().format(brief) + f" (traceback in {LOG_FILE} in the data dir, or run with -v)"
 
 
 LOG_FILE = "saegap.log"  # in the data dir (SAEGAP_DATA): library INFO lines of every command but `worker`
@@ -70,6 +81,7 @@ def _log_handlers(args: argparse.Namespace) -> list[logging.Handler]:
         return [terminal]
     own = COMMANDS.get(args.command or "", "saegap.cli")
     terminal.addFilter(lambda record: record.levelno >= logging.WARNING or record.name == own)
+    terminal.setFormatter(_NoTraceback("%(levelname)s %(name)s: %(message)s"))  # the file keeps tracebacks
     return [terminal, _DataDirLog()]
 
 

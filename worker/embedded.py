@@ -4,6 +4,11 @@
 runs both in this process, one shard after another (no broker: `saegap evaluate`).
 Both steps are idempotent, so a redelivered message never duplicates a row: planning
 reuses runs and shards already stored, and a shard's write replaces its earlier attempt.
+So a job whose process died resumes (`saegap resume`) by running its unfinished shards.
+
+Every failure ends the job: BadInput at once, anything else after the caller's retries
+(`run_job` has none). The job's error is one line; the traceback goes to the log.
+While a step works, a heartbeat thread stamps the job every HEARTBEAT_S seconds.
 """
 
 from __future__ import annotations
@@ -11,19 +16,22 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from schema.errors import JobStateError
 from schema.jobs import JobInfo, Progress, ShardInfo
 from schema.spec import JobSpec
 from schema.store import Store
 from schema.tables import FINISHED_STATUSES
-from worker.errors import BadInput
+from worker.errors import BadInput, describe
 from worker.evaluate import PreparedJob, evaluate_shard, prepare_job, shard_ranges
 
 log = logging.getLogger(__name__)
 
 ShardCallback = Callable[[Progress], None]
+HEARTBEAT_S = 30.0  # how often a working process stamps its job (worker/jobs.py STALE_AFTER_S reads it)
 
 _PREPARED: dict[str, PreparedJob] = {}  # spec JSON -> this process's one prepared job
 
@@ -41,7 +49,29 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def plan_job(job_id: int, store: Store) -> list[ShardInfo]:
+@contextmanager
+def heartbeat(store: Store, job_id: int, worker: str) -> Iterator[None]:
+    """Stamp the job now and every HEARTBEAT_S seconds until the block ends (a daemon thread)."""
+    store.touch_job(job_id, worker)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                store.touch_job(job_id, worker)
+            except Exception:  # a missed beat is harmless; the next one may land
+                log.debug("heartbeat of job %d failed", job_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def plan_job(job_id: int, store: Store, worker: str | None = None) -> list[ShardInfo]:
     """Prepare the job, store its runs and shards; returns the shards still to run.
 
     BadInput fails the job with its message (nothing written); a cancelled job plans nothing.
@@ -52,10 +82,10 @@ def plan_job(job_id: int, store: Store) -> list[ShardInfo]:
         return []
     store.set_job_status(job_id, "planning")
     try:
-        ready = prepared(job.spec)
+        with heartbeat(store, job_id, worker or worker_name()):
+            ready = prepared(job.spec)
     except BadInput as error:
-        store.set_job_status(job_id, "failed", str(error))
-        log.error("job %d failed: %s", job_id, error)
+        fail_job(job_id, None, error, store)
         return []
     if not store.job_run_ids(job_id):  # a redelivered plan keeps the runs it stored
         store.add_runs(job_id, ready.runs)
@@ -80,9 +110,10 @@ def run_shard(job_id: int, shard_id: int, store: Store, worker: str) -> bool:
         log.info("%s", error)
         return False
     try:
-        records = evaluate_shard(prepared(job.spec), shard.seq_start, shard.seq_end)
+        with heartbeat(store, job_id, worker):
+            records = evaluate_shard(prepared(job.spec), shard.seq_start, shard.seq_end)
     except BadInput as error:
-        fail_job(job_id, shard_id, str(error), store)
+        fail_job(job_id, shard_id, error, store)
         return False
     run_ids = sorted(store.job_run_ids(job_id))  # RunRecords.key indexes the runs in insertion (= id) order
     written = store.write_shard(job_id, shard_id, {run_ids[r.key]: (r.tokens, r.interventions) for r in records})
@@ -91,26 +122,38 @@ def run_shard(job_id: int, shard_id: int, store: Store, worker: str) -> bool:
     return True
 
 
-def fail_job(job_id: int, shard_id: int | None, error: str, store: Store) -> None:
-    """Record a final failure on the shard (if any) and the job."""
+def fail_job(job_id: int, shard_id: int | None, error: BaseException | str, store: Store) -> None:
+    """Record a final failure on the shard (if any) and the job: one line there, the traceback in the log."""
+    message = error if isinstance(error, str) else describe(error)
     if shard_id is not None:
-        store.fail_shard(shard_id, error)
-    store.set_job_status(job_id, "failed", error)
-    log.error("job %d failed: %s", job_id, error)
+        store.fail_shard(shard_id, message)
+    store.set_job_status(job_id, "failed", message)
+    log.error("job %d failed: %s", job_id, message, exc_info=_traceback_worth_logging(error))
+
+
+def _traceback_worth_logging(error: BaseException | str) -> BaseException | None:
+    """Unexpected errors and wrapped load errors keep their traceback; a plain BadInput says it all."""
+    if isinstance(error, str) or (isinstance(error, BadInput) and error.__cause__ is None):
+        return None
+    return error
 
 
 def run_job(job_id: int, store: Store, on_shard: ShardCallback | None = None) -> JobInfo:
-    """Plan and run every shard of a job in this process; `on_shard` gets the progress after each."""
-    shards = plan_job(job_id, store)
+    """Plan and run every shard of a job in this process; `on_shard` gets the progress after each.
+
+    Returns the job finished: done, cancelled, or failed with the first error (never raises for one).
+    """
     worker = worker_name()
-    for shard in shards:
-        if store.get_job(job_id).status in FINISHED_STATUSES:
-            break
-        try:
+    shard_id: int | None = None
+    try:
+        for shard in plan_job(job_id, store, worker):
+            if store.get_job(job_id).status in FINISHED_STATUSES:
+                break
+            shard_id = shard.id
             run_shard(job_id, shard.id, store, worker)
-        except Exception as error:
-            fail_job(job_id, shard.id, f"{type(error).__name__}: {error}", store)
-            raise
-        if on_shard is not None:
-            on_shard(store.progress(job_id))
+            shard_id = None
+            if on_shard is not None:
+                on_shard(store.progress(job_id))
+    except Exception as error:
+        fail_job(job_id, shard_id, error, store)
     return store.get_job(job_id)

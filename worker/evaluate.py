@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from sae_lens import SAE
+from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from schema.jobs import RunInfo
@@ -37,6 +38,8 @@ from worker.loading import (
 
 log = logging.getLogger(__name__)
 
+_LOGIT_CHECK_SEQUENCES = 4  # fit sequences whose full-vocabulary logits are checked finite
+
 
 @dataclass(frozen=True)
 class PreparedJob:
@@ -51,10 +54,12 @@ class PreparedJob:
 
 
 def prepare_job(spec: JobSpec) -> PreparedJob:
-    """Resolve and load the model, SAEs and tokens, check every pairing, fit the baselines.
+    """Check the tokens, resolve and load the model and SAEs, check every pairing, fit the baselines.
 
-    Raises BadInput naming the first problem; nothing has been written at that point.
+    The cheap checks (token file, n_sequences, target position) run before anything is
+    loaded. Raises BadInput naming the first problem; nothing has been written at that point.
     """
+    tokens = job_tokens(spec)
     device = resolve_device(spec.device)
     refs = [ref for entry in spec.saes for ref in resolve_saes(entry)]
     saes = [load_sae(ref, device, spec.dtype) for ref in refs]
@@ -66,7 +71,7 @@ def prepare_job(spec: JobSpec) -> PreparedJob:
         check_fit(sae, hook, model, spec.model)
         if hook.point == "attn_z":
             sae.turn_off_forward_pass_hook_z_reshaping()  # the engine flattens heads itself
-    tokens = _job_tokens(spec, model)
+    _check_tokens_fit(tokens, model)
     special = tuple(special_token_ids(model))
     stats = fit_stats(model, hooks, tokens[: spec.fit_sequences], special)
     targets = [Target(i, sae, hook, stats[hook.name]) for i, (sae, hook) in enumerate(zip(saes, hooks, strict=True))]
@@ -119,30 +124,56 @@ def _hook_of(sae: SAE[Any]) -> HookPoint:
     return HookPoint.parse(hook_name)
 
 
-def _job_tokens(spec: JobSpec, model: HookedTransformer) -> Int[np.ndarray, "seq pos"]:
+def job_tokens(spec: JobSpec) -> Int[np.ndarray, "seq pos"]:
+    """The job's sequences, checked against the spec before any model is loaded."""
     tokens = load_token_set(spec.tokens)
     if spec.n_sequences is not None:
         if spec.n_sequences > len(tokens):
             raise BadInput(f"n_sequences={spec.n_sequences} but token set {spec.tokens!r} has {len(tokens)}")
         tokens = tokens[: spec.n_sequences]
+    if spec.scope.kind == "single_token" and spec.scope.position >= tokens.shape[1]:
+        raise BadInput(f"target position {spec.scope.position} is beyond the context of {tokens.shape[1]} tokens")
+    return tokens
+
+
+def _check_tokens_fit(tokens: Int[np.ndarray, "seq pos"], model: HookedTransformer) -> None:
     if tokens.shape[1] > model.cfg.n_ctx:
         raise BadInput(f"sequences of {tokens.shape[1]} tokens exceed the model's context of {model.cfg.n_ctx}")
     if tokens.min() < 0 or tokens.max() >= model.cfg.d_vocab:
         raise BadInput(f"token ids must lie in [0, {model.cfg.d_vocab}) for this model")
-    return tokens
 
 
 def fit_stats(
     model: HookedTransformer, hooks: list[HookPoint], tokens: Int[np.ndarray, "seq pos"], special: tuple[int, ...]
 ) -> dict[str, ActivationStats]:
-    """Mean, covariance and real-activation pool at each hook, from the fit sequences' non-special tokens."""
+    """Mean, covariance and real-activation pool at each hook, from the fit sequences' non-special tokens.
+
+    Refuses (BadInput) a model whose activations or outputs on these sequences are not finite.
+    """
     names = {h.name for h in hooks}
     batch = as_tensor(tokens, model.cfg.device)
     with torch.inference_mode():
-        _, cache = model.run_with_cache(batch, names_filter=lambda n: n in names, stop_at_layer=model.cfg.n_layers)
+        final, cache = model.run_with_cache(batch, names_filter=lambda n: n in names, stop_at_layer=model.cfg.n_layers)
+        _check_finite_outputs(model, final, {name: cache[name] for name in names})
     keep = ~torch.isin(batch, torch.tensor(special or (-1,), device=batch.device))  # (B, P)
     by_name = {h.name: h for h in hooks}
     return {name: fit_activation_stats(by_name[name].flatten(cache[name])[keep].float()) for name in names}
+
+
+def _check_finite_outputs(
+    model: HookedTransformer, final: Float[Tensor, "batch pos d_model"], acts: dict[str, Tensor]
+) -> None:
+    """The fit batch's hook activations and final residual, and the logits of its first sequences, are finite."""
+    bad = [name for name, value in sorted(acts.items()) if not bool(torch.isfinite(value).all())]
+    head = final[:_LOGIT_CHECK_SEQUENCES]
+    logits = model.unembed(model.ln_final(head) if model.cfg.normalization_type is not None else head)
+    if not bool(torch.isfinite(final).all()) or not bool(torch.isfinite(logits).all()):
+        bad.append("the model's output logits")
+    if bad:
+        raise BadInput(
+            f"the model gives NaN or infinite values on the fit sequences at {', '.join(bad)}; "
+            f"check its weights and dtype"
+        )
 
 
 def _settings(spec: JobSpec, special: tuple[int, ...]) -> EngineSettings:

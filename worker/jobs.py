@@ -1,7 +1,9 @@
 """The job API the CLI and the UI call. Torch-free: importing it loads no model library.
 
 submit() creates a job and hands it to the queue (SAEGAP_BROKER_URL set) or runs it in
-this process; enqueue() only queues; run_embedded() only runs here. Reads (get_job,
+this process; enqueue() only queues (and stores nothing if the broker cannot take the job);
+run_embedded() only runs here; resume() reruns the unfinished shards of a job whose worker
+died, and stale_reason() tells whether a running job's worker is gone or silent. Reads (get_job,
 list_jobs, progress) go straight to the store. Every function takes an optional Store;
 None opens the one the environment describes (schema.config.StoreConfig.from_env).
 """
@@ -11,7 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import subprocess
+from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -19,15 +23,22 @@ from typing import Any
 
 import pyarrow as pa
 
-from schema.jobs import JobInfo, Progress
+from schema.errors import JobStateError
+from schema.jobs import JobInfo, Progress, as_utc
 from schema.spec import JobSpec
 from schema.store import Store
+from worker.errors import QueueUnavailable, one_line
 
 log = logging.getLogger(__name__)
 
 # Distribution names of the libraries a job's results depend on (stored with the job).
 _VERSIONED = {"torch": "torch", "transformer_lens": "transformer-lens", "sae_lens": "sae-lens", "saegap": "saegap"}
 INSPECT_TIMEOUT_S = 300.0
+BROKER_TIMEOUT_S = 5.0  # how long enqueue waits for the broker before refusing the job
+# A planning/running job whose worker has not reported for this long is stale (its process
+# reports every worker.embedded.HEARTBEAT_S = 30 s while it works); SAEGAP_STALE_AFTER_S overrides.
+STALE_AFTER_S = 600.0
+ACTIVE_STATUSES = ("planning", "running")
 # next_token_distributions' columns, one row per token in the union of the three top-k sets.
 NEXT_TOKEN_SCHEMA = pa.schema(
     [("token_id", pa.int64()), ("token_text", pa.string()), ("logprob_clean", pa.float32()),
@@ -98,14 +109,38 @@ def submit(spec: JobSpec, *, store: Store | None = None) -> int:
 
 
 def enqueue(spec: JobSpec, store: Store | None = None) -> int:
-    """Create a job and send its plan_job task to the model's queue; never runs it here."""
+    """Create a job and send its plan_job task to the model's queue; never runs it here.
+
+    Raises QueueUnavailable, storing nothing, when the broker cannot take the message.
+    """
     if not queue_configured():
         raise QueueNotConfigured("no queue: set SAEGAP_BROKER_URL (e.g. redis://localhost:6379/0)")
+    check_broker()
+    job_id = create(spec, store)
+    try:
+        _send_plan(job_id, spec.model)
+    except Exception as error:
+        _store(store).delete_job(job_id)
+        raise QueueUnavailable(f"the broker did not take the job ({one_line(error)}); nothing was stored") from error
+    return job_id
+
+
+def check_broker() -> None:
+    """Raise QueueUnavailable unless the broker (SAEGAP_BROKER_URL) accepts a connection now."""
+    from worker.celery_app import app
+
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=BROKER_TIMEOUT_S)
+    except Exception as error:
+        url = app.conf.broker_url
+        raise QueueUnavailable(f"cannot reach the broker at {url} ({one_line(error)}); nothing was stored") from None
+
+
+def _send_plan(job_id: int, model: str) -> None:
     from worker.tasks import plan_job_task
 
-    job_id = create(spec, store)
-    plan_job_task.apply_async(args=[job_id], queue=model_queue(spec.model))
-    return job_id
+    plan_job_task.apply_async(args=[job_id], queue=model_queue(model), retry=False)
 
 
 def run_embedded(job_id: int, store: Store | None = None) -> JobInfo:
@@ -113,6 +148,67 @@ def run_embedded(job_id: int, store: Store | None = None) -> JobInfo:
     from worker.embedded import run_job
 
     return run_job(job_id, _store(store))
+
+
+def resume(job_id: int, *, force: bool = False, store: Store | None = None) -> JobInfo:
+    """Rerun the unfinished shards of a job whose worker died (or that failed or was cancelled).
+
+    Finished shards and their records stay; the rest run again and write the records an
+    uninterrupted run would have. Queued to the workers when a broker is configured (returns
+    the job queued), else run here (returns it finished). Refuses a done job, and a running
+    job whose worker is still alive unless `force`.
+    """
+    opened = _store(store)
+    job = opened.get_job(job_id)
+    if job.status in ACTIVE_STATUSES and not force and stale_reason(job) is None:
+        raise JobStateError(
+            f"job {job_id} is {job.status} on {job.worker or 'a worker'}, which reported "
+            f"{_age(job.heartbeat_at):.0f}s ago; resume a job only once its worker is gone (or pass --force)"
+        )
+    if queue_configured():
+        return _resume_queued(job, opened)
+    log.info("job %d resumed: %d shard(s) to run", job_id, opened.reopen_job(job_id))
+    return run_embedded(job_id, store=opened)
+
+
+def _resume_queued(job: JobInfo, store: Store) -> JobInfo:
+    """Reopen the job and send its plan again; a broker that refuses fails it (resume can be retried)."""
+    check_broker()
+    log.info("job %d resumed on the queue: %d shard(s) to run", job.id, store.reopen_job(job.id))
+    try:
+        _send_plan(job.id, job.spec.model)
+    except Exception as error:
+        store.set_job_status(job.id, "failed", f"resume: the broker did not take the job ({one_line(error)})")
+        raise QueueUnavailable(f"the broker did not take job {job.id} ({one_line(error)})") from error
+    return store.get_job(job.id)
+
+
+def stale_reason(job: JobInfo, now: datetime | None = None) -> str | None:
+    """Why a planning/running job looks abandoned, or None: its embedded process is gone, or it is silent."""
+    if job.status not in ACTIVE_STATUSES:
+        return None
+    host, _, pid = (job.worker or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+        return f"its process {pid} on {host} is gone"
+    age = _age(job.heartbeat_at or job.started_at or job.created_at, now)
+    limit = float(os.environ.get("SAEGAP_STALE_AFTER_S", STALE_AFTER_S))
+    return f"no worker has reported for {age:.0f}s" if age > limit else None
+
+
+def _age(moment: datetime | None, now: datetime | None = None) -> float:
+    """Seconds since `moment` (0 when unknown)."""
+    moment = as_utc(moment)
+    return ((now or datetime.now(UTC)) - moment).total_seconds() if moment is not None else 0.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def get_job(job_id: int, store: Store | None = None) -> JobInfo:

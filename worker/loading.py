@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,30 +22,15 @@ from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import PreTrainedTokenizerFast
 
-from worker.errors import BadInput
+from worker.errors import BadInput, one_line
 from worker.hooks import HookPoint
+from worker.registry import models_dir, open_token_set, registry
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # SAELens normalisations whose inverse `SAE.decode` applies itself (or which need none).
 _SELF_CONTAINED_NORMALISATIONS = ("none", "constant_norm_rescale", "layer_norm")
-
-
-def models_dir() -> Path:
-    """Where bundled models live: $SAEGAP_MODELS, else the repository's models/."""
-    return Path(os.environ.get("SAEGAP_MODELS", Path(__file__).resolve().parents[1] / "models"))
-
-
-@cache
-def _registry(root: Path) -> dict[str, Any]:
-    path = root / "registry.json"
-    return json.loads(path.read_text()) if path.exists() else {"models": {}, "releases": {}, "token_sets": {}}
-
-
-def registry() -> dict[str, Any]:
-    """The bundled names: {"models": ..., "releases": ..., "token_sets": ...}."""
-    return _registry(models_dir())
 
 
 @dataclass(frozen=True)
@@ -93,15 +76,34 @@ def _saelens_refs(entry: str, release: str, sae_id: str) -> list[SaeRef]:
 
 
 def load_sae(ref: SaeRef, device: str, dtype: str) -> SAE[Any]:
-    """Load one SAE onto `device` in `dtype` (from disk when it has a path, else the Hub)."""
+    """Load one SAE onto `device` in `dtype` (from disk when it has a path, else the Hub); its weights must be finite.
+
+    A local directory that does not load (bad cfg.json, truncated or garbage safetensors,
+    shapes that disagree with cfg.json) is BadInput naming the directory and the cause.
+    """
     if ref.path is not None:
         if not (ref.path / "cfg.json").exists():
             raise BadInput(f"{ref.path} is not an SAE directory (no cfg.json)")
-        sae = SAE.load_from_disk(ref.path, device=device, dtype=dtype)
+        try:
+            sae = SAE.load_from_disk(ref.path, device=device, dtype=dtype)
+        except Exception as error:  # whatever SAELens, safetensors or torch raise on a broken directory
+            raise BadInput(f"cannot load the SAE in {ref.path}: {type(error).__name__}: {one_line(error)}") from error
     else:
         sae = SAE.from_pretrained(ref.release, ref.sae_id, device=device, dtype=dtype)
     sae.eval()
+    check_finite_weights(sae, ref.name)
     return sae
+
+
+def check_finite_weights(sae: SAE[Any], name: str) -> None:
+    """Refuse an SAE with NaN or infinite weights, naming the tensors and how many values."""
+    bad = [
+        f"{key} ({int((~torch.isfinite(value)).sum())} of {value.numel()})"
+        for key, value in sae.state_dict().items()
+        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        raise BadInput(f"SAE {name} has NaN or infinite weights: {', '.join(bad)}")
 
 
 def load_model(name: str, device: str, dtype: str, from_pretrained_kwargs: dict[str, Any]) -> HookedTransformer:
@@ -120,24 +122,20 @@ def _load_model_dir(path: Path, device: str, dtype: str) -> HookedTransformer:
     """A saegap model directory: config.json (HookedTransformerConfig kwargs), model.safetensors, tokenizer files."""
     if not (path / "config.json").exists():
         raise BadInput(f"{path} is not a model directory (no config.json)")
-    cfg = HookedTransformerConfig(**json.loads((path / "config.json").read_text()), device=device)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
-    model = HookedTransformer(cfg, tokenizer=tokenizer, default_padding_side="right")
-    state = {k: v.to(torch.float32) for k, v in load_file(str(path / "model.safetensors")).items()}
-    model.load_state_dict(state, strict=True)
+    try:
+        cfg = HookedTransformerConfig(**json.loads((path / "config.json").read_text()), device=device)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
+        model = HookedTransformer(cfg, tokenizer=tokenizer, default_padding_side="right")
+        state = {k: v.to(torch.float32) for k, v in load_file(str(path / "model.safetensors")).items()}
+        model.load_state_dict(state, strict=True)
+    except Exception as error:  # bad config, missing or broken weights, shapes that disagree
+        raise BadInput(f"cannot load the model in {path}: {type(error).__name__}: {one_line(error)}") from error
     return model.to(DTYPES[dtype]).eval()  # already on cfg.device
 
 
 def load_token_set(name: str) -> Int[np.ndarray, "seq pos"]:
-    """A bundled token set or a .npy file of token ids, shape (sequences, positions)."""
-    bundled = registry()["token_sets"]
-    path = models_dir() / bundled[name]["path"] if name in bundled else Path(name)
-    if not path.exists():
-        raise BadInput(f"unknown token set {name!r}: not a bundled name ({', '.join(bundled)}) or a .npy file")
-    tokens = np.load(path)
-    if tokens.ndim != 2 or tokens.shape[0] == 0 or not np.issubdtype(tokens.dtype, np.integer):
-        raise BadInput(f"token set {name!r} must be a non-empty 2-D integer array, got {tokens.shape} {tokens.dtype}")
-    return tokens
+    """A bundled token set or a .npy file of token ids, shape (sequences, positions); BadInput names any problem."""
+    return np.asarray(open_token_set(name))
 
 
 def check_fit(sae: SAE[Any], hook: HookPoint, model: HookedTransformer, model_name: str) -> None:

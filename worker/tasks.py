@@ -37,7 +37,7 @@ class _ShardTask(Task):
         from worker.embedded import fail_job
 
         job_id, shard_id = args[0], args[1] if len(args) > 1 else None
-        fail_job(job_id, shard_id, f"{type(exc).__name__}: {exc}", worker_store())
+        fail_job(job_id, shard_id, exc, worker_store())
 
 
 @app.task(name="saegap.plan_job", bind=True, base=_ShardTask, max_retries=MAX_RETRIES, **_RETRY)
@@ -47,7 +47,7 @@ def plan_job_task(self: Task, job_id: int) -> int:
     from worker.jobs import model_queue
 
     store = worker_store()
-    shards = plan_job(job_id, store)
+    shards = plan_job(job_id, store, self.request.hostname or None)
     queue = model_queue(store.get_job(job_id).spec.model)
     for shard in shards:
         run_shard_task.apply_async(args=[job_id, shard.id], queue=queue)

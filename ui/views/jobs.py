@@ -87,11 +87,14 @@ def _submit_form() -> None:
 def _with_progress(jobs: pd.DataFrame) -> pd.DataFrame:
     """Add the job API's rate and ETA to unfinished jobs, and every started job's duration."""
     api = jobs_api()
-    eta, rate = [], []
+    eta, rate, stale = [], [], []
     for job_id, status in zip(jobs.job, jobs.status, strict=True):
         progress = api.progress(int(job_id)) if status in ACTIVE_STATUSES else None
         eta.append(progress.eta_seconds if progress else None)
         rate.append(progress.tokens_per_second if progress else None)
+        stale.append(api.stale_reason(api.get_job(int(job_id))) if progress else None)  # worker gone: resumable
+    shown = [f"{status} (stale)" if reason else status for status, reason in zip(jobs.status, stale, strict=True)]
+    jobs = jobs.assign(status=shown, stale=stale)
     return jobs.assign(duration=[duration(row) for row in jobs.itertuples()], tokens_per_s=rate, eta_s=eta)
 
 

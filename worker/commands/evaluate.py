@@ -2,8 +2,10 @@
 
 `saegap evaluate` with no arguments runs the bundled demo job in this process: the demo
 model, every layer's demo-res SAE, the bundled tokens, all-token scope, the first 256
-sequences. Flags or --spec FILE change it. With SAEGAP_BROKER_URL set the job goes to the
-queue and this command waits for the workers. Records land in the store (SAEGAP_DATA).
+sequences (another token set: all of its sequences unless --n-sequences says otherwise).
+Flags or --spec FILE change it; a job estimated to write more than SAEGAP_MAX_ROWS rows
+asks for --yes. With SAEGAP_BROKER_URL set the job goes to the queue and this command
+waits for the workers. Records land in the store (SAEGAP_DATA).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from schema.store import Store
 from schema.tables import FINISHED_STATUSES
 from worker import jobs
 from worker.commands import err, out, spec_args
+from worker.errors import QueueUnavailable
 
-DEFAULT_SEQUENCES = 256  # the no-argument run; sized to finish in minutes on a 2-core CPU
+DEFAULT_SEQUENCES = 256  # the bundled demo set's default; sized to finish in minutes on a 2-core CPU
 POLL_S = 1.0
 OTHER_KL_HEADER = "mean KL"
 
@@ -35,12 +38,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        spec = spec_args.spec_from_args(args, defaults={"n_sequences": DEFAULT_SEQUENCES})
+        spec = with_default_sequences(spec_args.spec_from_args(args))
     except spec_args.SpecError as error:
         err(str(error))
         return 2
+    refusal = spec_args.size_refusal(spec, args)
+    if refusal:
+        err(refusal)
+        return 2
     store = Store.open()
-    job = wait_for_queued(spec, store) if jobs.queue_configured() else run_here(spec, store)
+    try:
+        job = wait_for_queued(spec, store) if jobs.queue_configured() else run_here(spec, store)
+    except QueueUnavailable as error:
+        err(str(error))
+        return 2
     if job.status != "done":
         err(f"job {job.id} {job.status}: {job.error or 'no error recorded'}")
         return 1
@@ -51,6 +62,13 @@ def run(args: argparse.Namespace) -> int:
     out(where_records_are(job.id, store) + "\n")
     out(answer(job.id, store))  # the verdict, last: it fits 100 columns
     return 0
+
+
+def with_default_sequences(spec: JobSpec) -> JobSpec:
+    """The bundled demo set defaults to its first DEFAULT_SEQUENCES sequences; any other set to all of it."""
+    if spec.n_sequences is None and spec.tokens == JobSpec().tokens:
+        return spec.model_copy(update={"n_sequences": DEFAULT_SEQUENCES})
+    return spec
 
 
 def run_here(spec: JobSpec, store: Store) -> JobInfo:

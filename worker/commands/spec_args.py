@@ -50,6 +50,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequences-per-shard", type=int, help="sequences per shard (unit of work)")
     parser.add_argument("--seed", type=int, help="seed of every random draw")
     parser.add_argument("--device", help="auto, cpu, cuda or mps")
+    parser.add_argument("--yes", action="store_true", help="start a job even if it is larger than SAEGAP_MAX_ROWS")
+
+
+def size_refusal(spec: JobSpec, args: argparse.Namespace) -> str | None:
+    """Why the job needs --yes (estimated rows over SAEGAP_MAX_ROWS), or None (also with --yes)."""
+    if args.yes:
+        return None
+    from worker.size import refusal
+
+    return refusal(spec)
 
 
 def spec_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> JobSpec:

@@ -34,14 +34,18 @@ def _newest() -> int | None:
 
 
 def describe(job: JobInfo, progress: Progress) -> str:
+    stale = jobs.stale_reason(job)
+    headline = f"job {job.id}: {job.status}"
+    if stale:
+        headline += f" (stale: {stale}); `saegap resume {job.id}` reruns its unfinished shards"
     lines = [
-        f"job {job.id}: {job.status}",
+        headline,
         f"model {job.spec.model}; SAEs {', '.join(job.spec.saes)}; scope {job.spec.scope.kind}",
         f"shards {progress.shards_done}/{progress.shards_total}; tokens {progress.tokens_done:,}",
     ]
     if progress.tokens_per_second:
         lines.append(f"{progress.tokens_per_second:,.0f} tokens/s over {progress.elapsed_seconds:.0f}s")
-    if progress.eta_seconds is not None:
+    if progress.eta_seconds is not None and not stale:
         lines.append(f"ETA {progress.eta_seconds:.0f}s")
     if job.error:
         lines.append(f"error: {job.error}")

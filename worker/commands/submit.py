@@ -1,7 +1,7 @@
 """Queue a job for the workers and print its id (needs SAEGAP_BROKER_URL).
 
 Same flags as `saegap evaluate`; without --n-sequences the whole token set is used.
-Follow it with `saegap status JOB`.
+Follow it with `saegap status JOB`. If the broker cannot take the job, nothing is stored.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import argparse
 
 from worker import jobs
 from worker.commands import err, out, spec_args
+from worker.errors import QueueUnavailable
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -19,8 +20,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         spec = spec_args.spec_from_args(args)
+        refusal = spec_args.size_refusal(spec, args)
+        if refusal:
+            err(refusal)
+            return 2
         job_id = jobs.enqueue(spec)
-    except (spec_args.SpecError, jobs.QueueNotConfigured) as error:
+    except (spec_args.SpecError, jobs.QueueNotConfigured, QueueUnavailable) as error:
         err(str(error))
         return 2
     out(str(job_id))
