@@ -86,7 +86,7 @@ def verdict(params: Params, store: Any = None) -> pa.Table:
         return empty_like(SCHEMA)
     table = read(RUNS_SQL, bound, store).to_pandas().merge(pd.concat(frames), on="run_id")
     table = table.merge(read(ABOVE_SQL, bound, store).to_pandas(), on="run_id", how="left")
-    table = table.merge(_sigma_summary(params, store), on="run_id", how="left")
+    table = table.merge(_sigma_summary(params, store, (table.scope == "single_token").any()), on="run_id", how="left")
     for baseline in BASELINES:
         table[f"verdict_{baseline}"] = verdicts(table[f"kl_ratio_{baseline}_lo"], table[f"kl_ratio_{baseline}_hi"])
     table = table.sort_values(["job_id", "layer", "run_id"])
@@ -147,10 +147,13 @@ def _run_ratios(
     return row
 
 
-def _sigma_summary(params: Params, store: Any) -> pd.DataFrame:
-    """Median and 90th percentile of the sigma test's z per run, and the share of tokens with z > 2."""
-    filters = {"job": params.job, "run": params.run, "layer": params.layer, "scope": params.scope}
-    z = sigma_test(SigmaParams(**filters), store=store).to_pandas()[["run_id", "z"]].dropna()
+def _sigma_summary(params: Params, store: Any, any_single_token: bool) -> pd.DataFrame:
+    """Median and 90th percentile of the sigma test's z per single-token run, and the share of tokens with z > 2
+    (all-token runs are not tested: the sigma test's scan of every draw is skipped)."""
+    filters = {"job": params.job, "run": params.run, "layer": params.layer, "scope": "single_token"}
+    z = pd.DataFrame({"run_id": [], "z": []})
+    if any_single_token:
+        z = sigma_test(SigmaParams(**filters), store=store).to_pandas()[["run_id", "z"]].dropna()
     if z.empty:
         return pd.DataFrame({"run_id": pd.Series(dtype="int64"), **{c: pd.Series(dtype="float64") for c in _Z_COLUMNS}})
     grouped = z.groupby("run_id").z
