@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import TypeAdapter
 
 sys.path.insert(0, str(Path(__file__).parent))
-from saegap_eval_output import SaegapKLGapEvalOutput  # noqa: E402
+from saegap_eval_output import SaegapKLGapEvalOutput
 
 
 def main(schema_out: str, *files: str) -> int:

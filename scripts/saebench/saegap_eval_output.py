@@ -43,12 +43,15 @@ class SaegapKLGapEvalConfig(base.BaseEvalConfig):
 
 @dataclass
 class KLGapMetrics(base.BaseMetrics):
-    kl_sae: Number = Field(title="KL with SAE", description="Mean KL(P_clean || Q_sae), nats",
-                           json_schema_extra=base.DEFAULT_DISPLAY)
+    kl_sae: Number = Field(
+        title="KL with SAE", description="Mean KL(P_clean || Q_sae), nats", json_schema_extra=base.DEFAULT_DISPLAY
+    )
     ce_loss_increase_sae: Number = Field(title="CE increase with SAE", description="Mean CE-loss increase, nats")
     frac_tokens_sae_above_eps_random: Number = Field(
-        title="Tokens with SAE KL > eps_random KL", description="Share of intervened tokens", 
-        json_schema_extra=base.DEFAULT_DISPLAY)
+        title="Tokens with SAE KL > eps_random KL",
+        description="Share of intervened tokens",
+        json_schema_extra=base.DEFAULT_DISPLAY,
+    )
     z_median: Number = Field(title="Sigma test: median z", description="single_token runs with draws; else null")
     z_p90: Number = Field(title="Sigma test: 90th percentile z", description="single_token runs with draws")
     frac_z_above_2: Number = Field(title="Sigma test: share z > 2", description="single_token runs with draws")
@@ -59,15 +62,21 @@ class KLGapMetrics(base.BaseMetrics):
 @dataclass
 class BaselineComparisonMetrics(base.BaseMetrics):
     kl_baseline: Number = Field(title="KL with baseline", description="Mean KL(P_clean || Q_baseline), nats")
-    kl_ratio: Number = Field(title="KL ratio", description="Mean KL with SAE / mean KL with the baseline",
-                             json_schema_extra=base.DEFAULT_DISPLAY)
+    kl_ratio: Number = Field(
+        title="KL ratio",
+        description="Mean KL with SAE / mean KL with the baseline",
+        json_schema_extra=base.DEFAULT_DISPLAY,
+    )
     kl_ratio_ci_lower: Number = Field(title="KL ratio CI lower", description="Paired sequence bootstrap")
     kl_ratio_ci_upper: Number = Field(title="KL ratio CI upper", description="Paired sequence bootstrap")
     ce_ratio: Number = Field(title="CE-increase ratio", description="Mean CE increase with SAE / with the baseline")
     ce_ratio_ci_lower: Number = Field(title="CE ratio CI lower", description="Paired sequence bootstrap")
     ce_ratio_ci_upper: Number = Field(title="CE ratio CI upper", description="Paired sequence bootstrap")
-    verdict: str | None = Field(title="Verdict", description="pathological | no gap | better than baseline; null: "
-                                "baseline not run", json_schema_extra=base.DEFAULT_DISPLAY)
+    verdict: str | None = Field(
+        title="Verdict",
+        description="pathological | no gap | better than baseline; null: baseline not run",
+        json_schema_extra=base.DEFAULT_DISPLAY,
+    )
 
 
 @dataclass
@@ -107,19 +116,26 @@ class SaegapKLGapMetricCategories(base.BaseMetricCategories):
     kl_gap: KLGapMetrics = Field(title="KL gap", description="The SAE's KL and CE increase; token share; sigma test")
     vs_eps_random: BaselineComparisonMetrics = Field(title="vs eps_random", description="x + eps u, u isotropic")
     vs_cos_random_sae_norm: BaselineComparisonMetrics = Field(
-        title="vs cos_random_sae_norm", description="Random vector at the SAE's cosine, norm ||SAE(x)||")
+        title="vs cos_random_sae_norm", description="Random vector at the SAE's cosine, norm ||SAE(x)||"
+    )
     vs_cos_random_true_norm: BaselineComparisonMetrics = Field(
-        title="vs cos_random_true_norm", description="Random vector at the SAE's cosine, norm ||x||")
+        title="vs cos_random_true_norm", description="Random vector at the SAE's cosine, norm ||x||"
+    )
     vs_eps_cov_random: BaselineComparisonMetrics = Field(
-        title="vs eps_cov_random", description="x + eps d, d from a Gaussian fitted to the activations")
+        title="vs eps_cov_random", description="x + eps d, d from a Gaussian fitted to the activations"
+    )
     vs_eps_real_diff: BaselineComparisonMetrics = Field(
-        title="vs eps_real_diff", description="x + eps d, d the difference of two real activations")
+        title="vs eps_real_diff", description="x + eps d, d the difference of two real activations"
+    )
     model_behavior_preservation: ModelBehaviorPreservationMetrics = Field(
-        title="Model Behavior Preservation", description="SAELens core metrics, from the same records")
+        title="Model Behavior Preservation", description="SAELens core metrics, from the same records"
+    )
     model_performance_preservation: ModelPerformancePreservationMetrics = Field(
-        title="Model Performance Preservation", description="SAELens core metrics, from the same records")
+        title="Model Performance Preservation", description="SAELens core metrics, from the same records"
+    )
     reconstruction_quality: ReconstructionQualityMetrics = Field(
-        title="Reconstruction Quality", description="SAELens core metrics, from the same records")
+        title="Reconstruction Quality", description="SAELens core metrics, from the same records"
+    )
     shrinkage: ShrinkageMetrics = Field(title="Shrinkage", description="SAELens core metrics")
     sparsity: SparsityMetrics = Field(title="Sparsity", description="SAELens core metrics")
 
@@ -150,6 +166,8 @@ class SaegapKLGapEvalOutput(
     datetime_epoch_millis: int
     eval_result_metrics: SaegapKLGapMetricCategories
     eval_result_details: list[InterventionDetail] = Field(
-        default_factory=list, title="Per intervention", description="Mean, median and tail KL of every intervention")
-    eval_type_id: str = Field(default=EVAL_TYPE_ID_SAEGAP_KL_GAP, title="Eval Type ID",
-                              description="The type of the evaluation")
+        default_factory=list, title="Per intervention", description="Mean, median and tail KL of every intervention"
+    )
+    eval_type_id: str = Field(
+        default=EVAL_TYPE_ID_SAEGAP_KL_GAP, title="Eval Type ID", description="The type of the evaluation"
+    )
