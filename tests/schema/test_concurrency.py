@@ -210,6 +210,7 @@ def test_writer_killed_at_a_random_moment_leaves_a_whole_attempt(store: Store, s
 
 # --- One shard written by several processes at once (a redelivered shard still running) --------------
 
+HANG_GUARD_S = 1800  # joins below wait on the processes' progress; this only stops a hung test, far past any slow run
 RACE_POSITIONS = 256  # 2 runs x 2 sequences x 256 positions: 1024 token rows per copy
 RACERS = 4
 # (writers, spread): writer j of a round starts spread * j / (writers - 1) seconds after the round opens
@@ -250,13 +251,13 @@ def _count(store: Store, sql: str) -> int:
 
 def test_simultaneous_writes_of_one_shard_leave_exactly_one_copy(store: Store, store_config: StoreConfig) -> None:
     job_id, run_ids, shards = _job_with_shards(store, len(RACE_ROUNDS))
-    barrier = SPAWN.Barrier(RACERS, timeout=600)  # a hang guard only: every round waits for all four
+    barrier = SPAWN.Barrier(RACERS, timeout=HANG_GUARD_S)  # every round waits for all four
     racers = [SPAWN.Process(target=_race, args=(store_config, job_id, run_ids, shards, me, barrier))
               for me in range(RACERS)]  # fmt: skip
     for racer in racers:
         racer.start()
     for racer in racers:
-        racer.join()
+        racer.join(timeout=HANG_GUARD_S)
     assert [racer.exitcode for racer in racers] == [0] * RACERS
 
     for (writers, spread), (shard_id, _) in zip(RACE_ROUNDS, shards, strict=True):
@@ -286,14 +287,14 @@ def _open_and_create_a_job(config: StoreConfig, barrier: Any, results: Any) -> N
 
 
 def test_processes_opening_a_new_store_at_once_all_succeed(store_config: StoreConfig) -> None:
-    barrier, results = SPAWN.Barrier(OPENERS, timeout=600), SPAWN.Queue()
+    barrier, results = SPAWN.Barrier(OPENERS, timeout=HANG_GUARD_S), SPAWN.Queue()
     openers = [SPAWN.Process(target=_open_and_create_a_job, args=(store_config, barrier, results))
                for _ in range(OPENERS)]  # fmt: skip
     for opener in openers:
         opener.start()
-    outcomes = [results.get() for _ in openers]
+    outcomes = [results.get(timeout=HANG_GUARD_S) for _ in openers]
     for opener in openers:
-        opener.join()
+        opener.join(timeout=HANG_GUARD_S)
     assert all(isinstance(outcome, int) for outcome in outcomes), outcomes
     with Store.open(store_config) as store:
         assert sorted(job.id for job in store.list_jobs()) == sorted(outcomes)
@@ -322,7 +323,7 @@ def test_eight_writers_under_cpu_load_all_land(tmp_path: Path) -> None:
             for writer in writers:
                 writer.start()
             for writer in writers:
-                writer.join()
+                writer.join(timeout=HANG_GUARD_S)
             load = os.getloadavg()[0]
             assert [w.exitcode for w in writers] == [0] * BUSY_WRITERS, f"load average {load:.1f}"
             _assert_exactly_once(store, job_id, shards, len(run_ids), writers=BUSY_WRITERS)
