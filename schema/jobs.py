@@ -49,6 +49,8 @@ class RunInfo(BaseModel):
     window: int | None = None
     d_in: int
     d_sae: int
+    error_ridge: float | None = None  # ridge strength of the error's linear fit (docs/method.md §8)
+    error_linear_r2: float | None = None  # fraction of the error's variance that fit explains
 
 
 class JobInfo(BaseModel):

@@ -19,15 +19,19 @@ from pathlib import Path
 from typing import TypeVar
 
 import duckdb
+import pyarrow as pa
 
 from schema.config import LAKE_ALIAS, LAKE_METADATA_SCHEMA, StoreConfig
 from schema.errors import ObjectStoreError, StoreOpenError, WriteConflictError
 from schema.relations import (
     RECORD_TABLES,
     ROLLUPS,
+    RUN_COLUMNS_ADDED,
+    RUN_SCHEMA,
     TOKEN_METRICS_SCHEMA,
     TOKENS_WITH_METRICS_SELECT,
     VIEW_DDL,
+    columns_sql,
     table_ddl,
 )
 
@@ -226,8 +230,12 @@ def ensure_relations(conn: duckdb.DuckDBPyConnection) -> None:
         ]
         for statement in table_ddl():
             conn.execute(statement)
-        if not set(TOKEN_METRICS_SCHEMA.names) <= _columns(conn, "tokens"):
+        _add_run_columns(conn)
+        metric_columns = set(TOKEN_METRICS_SCHEMA.names) & _columns(conn, "tokens")
+        if not metric_columns:
             _add_token_metrics(conn)
+        elif metric_columns != set(TOKEN_METRICS_SCHEMA.names):
+            _add_columns(conn, "tokens", TOKEN_METRICS_SCHEMA)
         for name in missing_rollups:  # a lake from before this rollup existed: fill it once from its records
             source, select = ROLLUPS[name]
             log.info("filling rollup %s from the lake's %s (once)", name, source)
@@ -247,6 +255,29 @@ def _add_token_metrics(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("ALTER TABLE _saegap_tokens_rebuilt RENAME TO tokens")
 
 
+def _add_run_columns(conn: duckdb.DuckDBPyConnection) -> None:
+    """A lake from before runs carried the error fit: add those columns (NULL for its runs)."""
+    added = _schema_subset(RUN_SCHEMA, RUN_COLUMNS_ADDED)
+    _add_columns(conn, "runs", added)
+
+
+def _add_columns(conn: duckdb.DuckDBPyConnection, table: str, schema: pa.Schema) -> None:
+    """ADD COLUMN each of `schema`'s fields the table lacks (NULL in its rows).
+
+    For tokens: a lake with some intervention columns already holds no records of the newer
+    interventions (writing one needs this build, which adds the columns first), so NULL is right.
+    """
+    present = _columns(conn, table)
+    for field in schema:
+        if field.name not in present:
+            log.info("adding column %s to the lake's %s (once)", field.name, table)
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {columns_sql(pa.schema([field]))}")
+
+
+def _schema_subset(schema: pa.Schema, names: tuple[str, ...]) -> pa.Schema:
+    return pa.schema([schema.field(name) for name in names])
+
+
 def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
     rows = conn.execute(
         "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?", [LAKE_ALIAS, table]
@@ -263,6 +294,8 @@ def _relations_current(conn: duckdb.DuckDBPyConnection) -> bool:
     if not set(RECORD_TABLES) <= _lake_tables(conn):
         return False
     if not set(TOKEN_METRICS_SCHEMA.names) <= _columns(conn, "tokens"):
+        return False
+    if not set(RUN_COLUMNS_ADDED) <= _columns(conn, "runs"):
         return False
     return all(_stored_view_body(conn, ddl) == _rendered_view_body(conn, ddl) for ddl in VIEW_DDL)
 

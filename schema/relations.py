@@ -42,8 +42,15 @@ RUN_SCHEMA = pa.schema(
         pa.field("window", pa.int32()),  # single_token only
         pa.field("d_in", pa.int32(), nullable=False),
         pa.field("d_sae", pa.int32(), nullable=False),
+        # Ridge fit of the SAE's error e = SAE(x) - x on x over the fit tokens (docs/method.md §8):
+        # its ridge strength and the fraction of error variance it explains. NULL for runs from
+        # before the fit, or when the error has no variance (an exact SAE).
+        pa.field("error_ridge", pa.float64()),
+        pa.field("error_linear_r2", pa.float64()),
     ]
 )
+# RUN_SCHEMA's columns added after lakes existed: lake.ensure_relations adds them to an older lake.
+RUN_COLUMNS_ADDED: tuple[str, ...] = ("error_ridge", "error_linear_r2")
 
 # Columns the store adds to the engine's record tables.
 STORE_KEYS = pa.schema(

@@ -24,8 +24,20 @@ InterventionName = Literal[
     "mean_ablation",
     "eps_cov_random",
     "eps_real_diff",
+    # The SAE's error split into the part a ridge fit predicts linearly from x and the rest
+    # (docs/method.md §8; Engels et al. 2024, arXiv 2410.14670), each with a random baseline
+    # at its own distance. Opt-in: not in a job's default list.
+    "sae_error_linear",
+    "sae_error_nonlinear",
+    "eps_random_linear",
+    "eps_random_nonlinear",
 ]
 INTERVENTION_NAMES: tuple[InterventionName, ...] = get_args(InterventionName)
+# The original scripts' ten interventions: a job's default list (the error parts are opt-in).
+_SEED_COUNT = INTERVENTION_NAMES.index("eps_real_diff") + 1
+SEED_INTERVENTION_NAMES: tuple[InterventionName, ...] = INTERVENTION_NAMES[:_SEED_COUNT]
+# The error parts: each reads the run's ridge fit of SAE(x) - x on x (RunInfo.error_linear_r2).
+ERROR_PART_NAMES: tuple[InterventionName, ...] = INTERVENTION_NAMES[_SEED_COUNT:]
 
 # Where mean_ablation's mean comes from (docs/engine.md): the fit sequences' non-special
 # tokens, or every position of the evaluated batch, BOS included (the original scripts).
@@ -67,7 +79,11 @@ class JobSpec(_Strict):
         description="'release/sae_id', a whole 'release', or a local SAE directory",
     )
     scope: Scope = Field(default_factory=AllTokenScope)
-    interventions: list[InterventionName] = Field(default_factory=lambda: list(INTERVENTION_NAMES), min_length=1)
+    interventions: list[InterventionName] = Field(
+        default_factory=lambda: list(SEED_INTERVENTION_NAMES),
+        min_length=1,
+        description="default: the seed's ten; the error parts (sae_error_linear, ...) are opt-in",
+    )
     samples: int = Field(default=1, ge=1, le=10_000, description="draws per random intervention per token")
     tokens: str = Field(default="demo", min_length=1, description="token set name or path to a .npy of token ids")
     n_sequences: int | None = Field(default=None, ge=1, description="first N sequences of the token set; None: all")

@@ -57,6 +57,7 @@ _SQL_TYPES = {
     pa.int64(): BigInteger,
     pa.string(): Text,
     pa.float32(): Float,
+    pa.float64(): Float,
     pa.bool_(): Boolean,
 }
 

@@ -7,7 +7,7 @@ them directly. Nothing here touches the store.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,9 +20,10 @@ from transformer_lens import HookedTransformer
 from schema.jobs import RunInfo
 from schema.spec import JobSpec
 from worker.engine import EngineSettings, RunRecords, Target, evaluate_batch
+from worker.error_parts import fit_error_maps
 from worker.errors import BadInput
 from worker.hooks import HookPoint
-from worker.interventions import INTERVENTIONS, ActivationStats, fit_activation_stats
+from worker.interventions import INTERVENTIONS, ActivationStats, ErrorMap, fit_activation_stats
 from worker.loading import (
     SaeRef,
     as_tensor,
@@ -74,8 +75,12 @@ def prepare_job(spec: JobSpec) -> PreparedJob:
     _check_tokens_fit(tokens, model)
     special = tuple(special_token_ids(model))
     stats = fit_stats(model, hooks, tokens[: spec.fit_sequences], special)
-    targets = [Target(i, sae, hook, stats[hook.name]) for i, (sae, hook) in enumerate(zip(saes, hooks, strict=True))]
-    runs = [_run_info(spec, ref, sae, hook) for ref, sae, hook in zip(refs, saes, hooks, strict=True)]
+    fits = fit_error_maps(model, saes, hooks, tokens[: spec.fit_sequences], special)  # per run: e ~ W x + b
+    targets = [
+        Target(i, sae, hook, replace(stats[hook.name], error_map=fit))
+        for i, (sae, hook, fit) in enumerate(zip(saes, hooks, fits, strict=True))
+    ]
+    runs = [_run_info(spec, *run) for run in zip(refs, saes, hooks, fits, strict=True)]
     return PreparedJob(spec, model, targets, runs, tokens, _settings(spec, special))
 
 
@@ -188,7 +193,7 @@ def _settings(spec: JobSpec, special: tuple[int, ...]) -> EngineSettings:
     )
 
 
-def _run_info(spec: JobSpec, ref: SaeRef, sae: SAE[Any], hook: HookPoint) -> RunInfo:
+def _run_info(spec: JobSpec, ref: SaeRef, sae: SAE[Any], hook: HookPoint, fit: ErrorMap) -> RunInfo:
     single = spec.scope.kind == "single_token"
     return RunInfo(
         model=spec.model,
@@ -202,4 +207,6 @@ def _run_info(spec: JobSpec, ref: SaeRef, sae: SAE[Any], hook: HookPoint) -> Run
         window=spec.scope.window if single else None,
         d_in=sae.cfg.d_in,
         d_sae=sae.cfg.d_sae,
+        error_ridge=fit.ridge,
+        error_linear_r2=fit.r2 if np.isfinite(fit.r2) else None,
     )

@@ -29,6 +29,17 @@ class ActivationStats:
     mean: Float[Tensor, " d"]
     cov_factor: Float[Tensor, "d d"]  # L with L @ L.T = covariance (+ jitter)
     pool: Float[Tensor, "n d"]  # real activations, for eps_real_diff
+    error_map: ErrorMap | None = None  # this run's SAE only: e ~ W x + b (worker/error_parts.py)
+
+
+@dataclass(frozen=True)
+class ErrorMap:
+    """The ridge fit of a run's SAE error e = SAE(x) - x on x: e ~ x @ weight.T + bias."""
+
+    weight: Float[Tensor, "d d"]
+    bias: Float[Tensor, " d"]
+    ridge: float  # the ridge strength used (absolute, on the centred Gram matrix)
+    r2: float  # fraction of the error's variance the fit explains on the fit tokens (NaN: no variance)
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,19 @@ class Splice:
     @cached_property
     def eps(self) -> Float[Tensor, "n 1"]:
         return (self.x_hat - self.x).norm(dim=-1, keepdim=True)
+
+    @cached_property
+    def linear_error(self) -> Float[Tensor, "n d"]:
+        """W x + b: the part of SAE(x) - x the run's ridge fit predicts from x."""
+        fit = self.stats.error_map
+        if fit is None:
+            raise ValueError("the error-part interventions need the run's error fit (ActivationStats.error_map)")
+        return (self.x @ fit.weight.to(self.x).T + fit.bias.to(self.x)).to(self.x.dtype)
+
+    @cached_property
+    def nonlinear_error(self) -> Float[Tensor, "n d"]:
+        """e - (W x + b): the part of the error the linear fit leaves."""
+        return (self.x_hat - self.x) - self.linear_error
 
     @cached_property
     def cos(self) -> Float[Tensor, "n 1"]:
@@ -154,6 +178,28 @@ def eps_real_diff(s: Splice, sample: int) -> Float[Tensor, "n d"]:
     return s.x + s.eps * _unit(pool[i] - pool[j])
 
 
+def sae_error_linear(s: Splice, sample: int) -> Float[Tensor, "n d"]:
+    """x <- x + (W x + b),  W, b the ridge fit of e = SAE(x) - x on x over the fit tokens (Engels et al. 2024)."""
+    return s.x + s.linear_error
+
+
+def sae_error_nonlinear(s: Splice, sample: int) -> Float[Tensor, "n d"]:
+    """x <- x + (e - W x - b),  the part of the SAE's error the linear fit does not predict."""
+    return s.x + s.nonlinear_error
+
+
+def eps_random_linear(s: Splice, sample: int) -> Float[Tensor, "n d"]:
+    """x <- x + ||W x + b|| * u,  u uniform on the unit sphere (its own stream)."""
+    g = s.noise.gaussian(sample, "eps_random_linear", s.x.shape[-1]).to(s.x)
+    return s.x + s.linear_error.norm(dim=-1, keepdim=True) * _unit(g)
+
+
+def eps_random_nonlinear(s: Splice, sample: int) -> Float[Tensor, "n d"]:
+    """x <- x + ||e - W x - b|| * u,  u uniform on the unit sphere (its own stream)."""
+    g = s.noise.gaussian(sample, "eps_random_nonlinear", s.x.shape[-1]).to(s.x)
+    return s.x + s.nonlinear_error.norm(dim=-1, keepdim=True) * _unit(g)
+
+
 Formula = Callable[[Splice, int], Float[Tensor, "n d"]]
 
 
@@ -174,6 +220,10 @@ INTERVENTIONS: dict[InterventionName, Intervention] = {
     "mean_ablation": Intervention(mean_ablation, stochastic=False),
     "eps_cov_random": Intervention(eps_cov_random, stochastic=True),
     "eps_real_diff": Intervention(eps_real_diff, stochastic=True),
+    "sae_error_linear": Intervention(sae_error_linear, stochastic=False),
+    "sae_error_nonlinear": Intervention(sae_error_nonlinear, stochastic=False),
+    "eps_random_linear": Intervention(eps_random_linear, stochastic=True),
+    "eps_random_nonlinear": Intervention(eps_random_nonlinear, stochastic=True),
 }
 assert tuple(INTERVENTIONS) == INTERVENTION_NAMES, "registry and schema.spec.InterventionName disagree"
 

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, models
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import PreTrainedTokenizerFast
 
-from schema.spec import INTERVENTION_NAMES, AllTokenScope
+from schema.spec import SEED_INTERVENTION_NAMES, AllTokenScope
 from worker.engine import EngineSettings
 from worker.interventions import INTERVENTIONS
 
@@ -75,7 +75,7 @@ def random_tokens(batch: int = 4, seed: int = 0) -> torch.Tensor:
 def settings(**overrides: object) -> EngineSettings:
     base = dict(
         scope=AllTokenScope(),
-        interventions={name: INTERVENTIONS[name] for name in INTERVENTION_NAMES},
+        interventions={name: INTERVENTIONS[name] for name in SEED_INTERVENTION_NAMES},
         samples=1,
         seed=0,
         max_tokens_per_pass=4096,
