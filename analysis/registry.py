@@ -9,6 +9,7 @@ from analysis import (
     compare_saes,
     cross_layer,
     downstream,
+    error_parts,
     gap_correlates,
     kl_histogram,
     layer_summary,
@@ -43,6 +44,7 @@ _ORDER: tuple[ModuleType, ...] = (
     top_tokens,
     sensitivity_curve,
     compare_saes,
+    error_parts,
     token_sample,
     token_contexts,
 )

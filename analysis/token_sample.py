@@ -16,6 +16,7 @@ Variable = Literal[
     "kl_gap", "kl_ratio", "loss_gap", "loss_delta_sae", "loss_delta_eps_random",
     "kl_sae", "kl_sae_norm_corrected", "kl_norm_only", "kl_eps_random", "kl_cos_random_sae_norm",
     "kl_cos_random_true_norm", "kl_zero_ablation", "kl_mean_ablation", "kl_eps_cov_random", "kl_eps_real_diff",
+    "kl_sae_error_linear", "kl_sae_error_nonlinear", "kl_eps_random_linear", "kl_eps_random_nonlinear",
     "cos_sim", "l0", "l1", "position", "norm", "sae_norm", "eps", "clean_loss", "token_frequency", "kl_gap_other_run",
 ]  # fmt: skip
 VARIABLES: tuple[Variable, ...] = get_args(Variable)
