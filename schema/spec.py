@@ -45,6 +45,12 @@ MeanAblationMean = Literal["fit_tokens", "batch_with_bos"]
 MEAN_ABLATION_MEANS: tuple[MeanAblationMean, ...] = get_args(MeanAblationMean)
 
 
+# The engine's working-memory budget (JobSpec.memory_budget_bytes): the default leaves most of a
+# 24 GB GPU or machine to the model's weights.
+DEFAULT_MEMORY_BUDGET_BYTES = 3 * 2**30
+MIN_MEMORY_BUDGET_BYTES = 2**20
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -97,7 +103,19 @@ class JobSpec(_Strict):
     seed: int = Field(default=0, ge=0, lt=2**31)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    max_tokens_per_pass: int = Field(default=16_384, ge=128, description="memory budget of one patched pass")
+    memory_budget_bytes: int = Field(
+        default=DEFAULT_MEMORY_BUDGET_BYTES,
+        ge=MIN_MEMORY_BUDGET_BYTES,
+        le=2**50,
+        description="the engine's working memory per batch, in bytes (model and SAE weights not counted): "
+        "blocks of patched rows and vocabulary chunks are sized from it (docs/engine.md)",
+    )
+    max_tokens_per_pass: int | None = Field(
+        default=None,
+        ge=128,
+        description="deprecated (specs stored before memory_budget_bytes carry it): also caps the tokens of "
+        "one patched pass",
+    )
 
     @model_validator(mode="after")
     def _no_repeats(self) -> JobSpec:

@@ -2,10 +2,13 @@
 
 For one batch: one clean pass caches the activations at every hook the job evaluates
 (and the residual stream before each hook's block); then, per SAE, every intervention
-variant (intervention x sample) is spliced in with a TransformerLens hook and the model
-is re-run from that block on (`start_at_layer`), many variants stacked in the batch
-dimension up to a token budget. KL(P_clean || Q) over the full vocabulary and the CE
-loss are computed only at the positions that are recorded (docs/method.md §3).
+variant (intervention x sample) is spliced in with a TransformerLens hook and the model's
+blocks are re-run from that hook's block on, many variants x sequences stacked in the
+batch dimension in blocks sized from a memory budget in bytes (worker/budget.py). In
+single-token scope the patched passes run only positions P..P+W, attending over the clean
+keys and values of the positions before P, which no intervention at P can change. KL(P_clean
+|| Q) over the full vocabulary and the CE loss are computed only at the recorded positions,
+fused and in vocabulary chunks (docs/method.md §3, docs/engine.md).
 
 It knows nothing of databases or queues: see worker/evaluate.py for the job-level loop.
 """
@@ -18,18 +21,23 @@ from typing import Any
 
 import pyarrow as pa
 import torch
-import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
+from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 from transformer_lens.utilities.activation_functions import apply_softcap
 
-from schema.spec import AllTokenScope, MeanAblationMean, SingleTokenScope
+from schema.spec import DEFAULT_MEMORY_BUDGET_BYTES, AllTokenScope, MeanAblationMean, SingleTokenScope
+from worker.budget import BatchShape, BlockPlan, plan_blocks
 from worker.errors import BadInput
 from worker.hooks import HookPoint
 from worker.interventions import ActivationStats, Intervention, Noise, Splice
 from worker.records import intervention_table, token_table
+
+# Positional schemes whose patched passes may start at P over cached keys and values: learned
+# positions live in the residual stream, rotary is applied from the cache's offset.
+_PREFIX_REUSE_POSITIONS = ("standard", "rotary")
 
 
 @dataclass(frozen=True)
@@ -38,9 +46,13 @@ class EngineSettings:
     interventions: Mapping[str, Intervention]
     samples: int
     seed: int
-    max_tokens_per_pass: int
     special_token_ids: tuple[int, ...]
     mean_ablation_mean: MeanAblationMean = "fit_tokens"  # "batch_with_bos": see batch_means
+    memory_budget: int = DEFAULT_MEMORY_BUDGET_BYTES  # bytes of working memory per batch (worker/budget.py)
+    max_tokens_per_pass: int | None = None  # the old token budget, from specs stored before the byte budget
+    # Single-token scope: run only P..P+W over the clean keys/values before P. False: rerun every
+    # position from the hook's block (the oracle the tests and bench/engine.py compare against).
+    reuse_prefix: bool = True
 
 
 @dataclass(frozen=True)
@@ -62,19 +74,21 @@ class RunRecords:
 
 @dataclass(frozen=True)
 class Window:
-    """Which prefix of each sequence is run and which positions are recorded."""
+    """Which prefix of each sequence is run, which positions patched passes run and which are recorded."""
 
     length: int  # positions fed to the model (single-token: cut after P + W)
     recorded: Int[Tensor, " r"]  # positions whose KL/loss are recorded
+    start: int = 0  # first position of the patched passes (single-token with reused keys/values: P)
 
     @classmethod
-    def for_scope(cls, scope: AllTokenScope | SingleTokenScope, context: int) -> Window:
+    def for_scope(cls, scope: AllTokenScope | SingleTokenScope, context: int, reuse_prefix: bool = False) -> Window:
         if isinstance(scope, AllTokenScope):
             return cls(length=context, recorded=torch.arange(context))
         if scope.position >= context:
             raise BadInput(f"target position {scope.position} is beyond the context of {context} tokens")
         length = min(scope.position + scope.window + 1, context)
-        return cls(length=length, recorded=torch.arange(scope.position, length))
+        start = scope.position if reuse_prefix else 0
+        return cls(length=length, recorded=torch.arange(scope.position, length), start=start)
 
 
 @dataclass(frozen=True)
@@ -82,8 +96,19 @@ class CleanPass:
     tokens: Int[Tensor, "batch pos"]  # the prefix that was run
     recorded: Int[Tensor, " rec"]  # recorded positions
     next_tokens: Int[Tensor, "batch rec"]  # -1 where the context ends
-    logp: Float[Tensor, "batch rec vocab"]  # clean log-probs at recorded positions
+    final: Float[Tensor, "batch rec d_model"]  # clean final residual (before ln_final) at recorded positions
     acts: dict[str, Tensor]  # hook name -> clean activation; includes resid_pre of each start layer
+    prefix_kv: dict[int, tuple[Tensor, Tensor]]  # layer -> clean keys, values of positions < Window.start
+
+
+@dataclass(frozen=True)
+class CleanProbs:
+    """The clean next-token distribution of some sequences at the recorded positions."""
+
+    logp: Float[Tensor, "seqs rec vocab"]
+    p: Float[Tensor, "seqs rec vocab"]
+    lse: Float[Tensor, "seqs rec"]  # logsumexp of the clean logits
+    loss: Float[Tensor, "seqs rec"]  # -log P(next token); NaN where the context ends
 
 
 def evaluate_batch(
@@ -96,31 +121,72 @@ def evaluate_batch(
     """Records for every target on one batch of sequences (`sequence_ids` index the token set)."""
     if tokens.numel() == 0:
         raise BadInput("empty batch: no sequences to evaluate")
-    window = Window.for_scope(settings.scope, tokens.shape[1])
+    reuse = settings.reuse_prefix and model.cfg.positional_embedding_type in _PREFIX_REUSE_POSITIONS
+    window = Window.for_scope(settings.scope, tokens.shape[1], reuse)
+    plan = plan_blocks(batch_shape(model, targets, tokens.shape[0], window, settings), settings.memory_budget,
+                       settings.max_tokens_per_pass)  # fmt: skip
     with torch.inference_mode():
-        clean = clean_pass(model, tokens, window, targets)
+        clean = clean_pass(model, tokens, window, targets, plan.clean_seqs)
         if settings.mean_ablation_mean == "batch_with_bos":
             means = batch_means(model, tokens, targets, clean)
             targets = [replace(t, stats=replace(t.stats, mean=means[t.hook.name])) for t in targets]
-        return [_evaluate_target(model, target, clean, window, sequence_ids, settings) for target in targets]
+        prepared = [_prepare(target, clean, sequence_ids, settings) for target in targets]
+        clean_loss = _patched_metrics(model, prepared, clean, window, plan)
+        return [_records(model, p, clean, clean_loss, window, sequence_ids, settings) for p in prepared]
+
+
+def batch_shape(
+    model: HookedTransformer, targets: Sequence[Target], batch: int, window: Window, settings: EngineSettings
+) -> BatchShape:
+    cfg = model.cfg
+    variants = sum(_draws(iv, settings) for iv in settings.interventions.values())
+    return BatchShape(
+        sequences=batch, length=window.length, run=window.length - window.start, keys=window.length,
+        recorded=len(window.recorded), variants=variants, targets=len(targets),
+        width=max([t.hook.width(model) for t in targets], default=cfg.d_model), d_model=cfg.d_model,
+        d_mlp=cfg.d_mlp or 4 * cfg.d_model, n_heads=cfg.n_heads, d_vocab=cfg.d_vocab,
+        act_bytes=torch.finfo(cfg.dtype).bits // 8,
+    )  # fmt: skip
 
 
 def clean_pass(
-    model: HookedTransformer, tokens: Int[Tensor, "batch pos"], window: Window, targets: Sequence[Target]
+    model: HookedTransformer,
+    tokens: Int[Tensor, "batch pos"],
+    window: Window,
+    targets: Sequence[Target],
+    seqs_per_pass: int | None = None,
 ) -> CleanPass:
-    """One forward pass caching every target's activation and its block's input residual."""
+    """Forward passes (`seqs_per_pass` sequences each) caching every target's activation and its block's input residual.
+
+    With `window.start` > 0 it also keeps the keys and values of positions before it at every
+    layer from the first hook's on: the patched passes attend over them.
+    """
     prefix = tokens[:, : window.length]
     names = {t.hook.name for t in targets} | {_resid_pre(t.hook.layer) for t in targets}
-    final_resid, cache = model.run_with_cache(
-        prefix, names_filter=lambda n: n in names, stop_at_layer=model.cfg.n_layers
-    )
+    kv_layers = range(min(t.hook.layer for t in targets), model.cfg.n_layers) if window.start else range(0)
+    names |= {_kv_name(layer, kind) for layer in kv_layers for kind in "kv"}
     recorded = window.recorded.to(tokens.device)
+    finals, caches = [], []
+    for chunk in prefix.split(seqs_per_pass or prefix.shape[0]):
+        final, cache = model.run_with_cache(chunk, names_filter=lambda n: n in names, stop_at_layer=model.cfg.n_layers)
+        finals.append(final[:, recorded])
+        caches.append({name: cache[name] for name in names})
+        del final, cache
+    acts = {name: torch.cat([c[name] for c in caches]) for name in names}
+    prefix_kv = {
+        layer: (acts.pop(_kv_name(layer, "k"))[:, : window.start].contiguous(),
+                acts.pop(_kv_name(layer, "v"))[:, : window.start].contiguous())
+        for layer in kv_layers
+    }  # fmt: skip
+    return CleanPass(prefix, recorded, _next_tokens(tokens, recorded), torch.cat(finals), acts, prefix_kv)
+
+
+def _next_tokens(tokens: Int[Tensor, "batch pos"], recorded: Int[Tensor, " rec"]) -> Int[Tensor, "batch rec"]:
     next_positions = recorded + 1
     next_tokens = torch.full((tokens.shape[0], len(recorded)), -1, dtype=torch.long, device=tokens.device)
     has_next = next_positions < tokens.shape[1]
     next_tokens[:, has_next] = tokens[:, next_positions[has_next]]
-    logp = _log_probs_at(model, final_resid, recorded)
-    return CleanPass(prefix, recorded, next_tokens, logp, {name: cache[name] for name in names})
+    return next_tokens
 
 
 def batch_means(
@@ -147,15 +213,8 @@ def _resid_pre(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_pre"
 
 
-def _log_probs_at(
-    model: HookedTransformer, final_resid: Float[Tensor, "batch pos d_model"], positions: Int[Tensor, " rec"]
-) -> Float[Tensor, "batch rec vocab"]:
-    """ln_final + unembed only where recorded: exact, since both act position by position."""
-    resid = final_resid[:, positions]  # (B, R, D)
-    if model.cfg.normalization_type is not None:
-        resid = model.ln_final(resid)
-    logits = apply_softcap(model.unembed(resid), model.cfg.output_logits_soft_cap)
-    return F.log_softmax(logits.float(), dim=-1)
+def _kv_name(layer: int, kind: str) -> str:
+    return f"blocks.{layer}.attn.hook_{kind}"
 
 
 def intervened_mask(
@@ -175,14 +234,23 @@ def encode_decode(sae: SAE[Any], x: Float[Tensor, "n d"]) -> tuple[Float[Tensor,
     return sae.decode(latents).to(x.dtype), latents
 
 
-def _evaluate_target(
-    model: HookedTransformer,
-    target: Target,
-    clean: CleanPass,
-    window: Window,
-    sequence_ids: Int[Tensor, " batch"],
-    settings: EngineSettings,
-) -> RunRecords:
+@dataclass
+class _Prepared:
+    """One target's splice over the batch, its variants and (filled block by block) their KL and loss."""
+
+    target: Target
+    mask: Bool[Tensor, "batch pos"]
+    splice: Splice
+    metrics: dict[str, Tensor]  # per-token SAE facts, (B, E)
+    variants: list[tuple[str, int]]
+    formulas: list[Intervention]
+    kl: Float[Tensor, "variants batch rec"]
+    loss: Float[Tensor, "variants batch rec"]
+
+
+def _prepare(
+    target: Target, clean: CleanPass, sequence_ids: Int[Tensor, " batch"], settings: EngineSettings
+) -> _Prepared:
     x = target.hook.flatten(clean.acts[target.hook.name])  # (B, E, D)
     if not torch.isfinite(x).all():
         raise BadInput(f"non-finite (NaN/inf) activations at {target.hook.name}; check the model and tokens")
@@ -191,18 +259,32 @@ def _evaluate_target(
     x_hat, latents = encode_decode(target.sae, x[mask])
     splice = Splice(x[mask], x_hat, target.stats, Noise(settings.seed, sequence_ids[b_idx], p_idx))
     variants = [(name, k) for name, iv in settings.interventions.items() for k in range(_draws(iv, settings))]
-    replacements = torch.stack([settings.interventions[name].formula(splice, k) for name, k in variants])  # (K, N, D)
-    kl, loss = _patched_metrics(model, target.hook, clean, mask, replacements, settings.max_tokens_per_pass)
-    recorded = clean.recorded
-    clean_loss = _token_loss(clean.logp, clean.next_tokens)  # (B, R)
-    metrics = {name: values[:, recorded] for name, values in _token_metrics(splice, latents, mask).items()}
+    kl = torch.empty(len(variants), *clean.next_tokens.shape, device=x.device)
+    metrics = _token_metrics(splice, latents, mask)
+    formulas = [settings.interventions[name] for name, _ in variants]
+    return _Prepared(target, mask, splice, metrics, variants, formulas, kl, torch.empty_like(kl))
+
+
+def _records(
+    model: HookedTransformer,
+    prepared: _Prepared,
+    clean: CleanPass,
+    clean_loss: Float[Tensor, "batch rec"],
+    window: Window,
+    sequence_ids: Int[Tensor, " batch"],
+    settings: EngineSettings,
+) -> RunRecords:
+    recorded, mask = clean.recorded, prepared.mask
+    metrics = {name: values[:, recorded] for name, values in prepared.metrics.items()}
     tokens_table = token_table(
         model.tokenizer, sequence_ids, recorded, clean.tokens[:, recorded], clean.next_tokens, clean_loss,
         mask[:, recorded], metrics,
     )  # fmt: skip
     counted = _counted(mask, window, settings.scope)
-    interventions_table = intervention_table(variants, sequence_ids, recorded, counted, kl, loss, clean_loss)
-    return RunRecords(target.key, tokens_table, interventions_table)
+    interventions_table = intervention_table(
+        prepared.variants, sequence_ids, recorded, counted, prepared.kl, prepared.loss, clean_loss
+    )
+    return RunRecords(prepared.target.key, tokens_table, interventions_table)
 
 
 def _token_metrics(
@@ -240,76 +322,171 @@ def _counted(
 
 
 def _patched_metrics(
-    model: HookedTransformer,
-    hook: HookPoint,
-    clean: CleanPass,
-    mask: Bool[Tensor, "batch pos"],
-    replacements: Float[Tensor, "variants n d"],
-    max_tokens_per_pass: int,
-) -> tuple[Float[Tensor, "variants batch rec"], Float[Tensor, "variants batch rec"]]:
-    """KL and loss of every (variant, sequence), run in blocks of variants x sequences within the token budget.
+    model: HookedTransformer, prepared: Sequence[_Prepared], clean: CleanPass, window: Window, plan: BlockPlan
+) -> Float[Tensor, "batch rec"]:
+    """Fill every target's KL and loss, block by block (sequences x variants, from `plan`); returns the clean loss.
 
-    Blocks are rectangular so the clean log-probs of a block's sequences broadcast over its
-    variants instead of being gathered (copied) once per row.
+    Sequence blocks are the outer loop, so each sequence's clean probabilities are made once
+    and serve every target and variant. A block is rectangular (variants x sequences), so they
+    broadcast over its variants instead of being copied per row.
     """
-    n_variants, (batch, length) = replacements.shape[0], mask.shape
-    token_index = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
-    token_index[mask] = torch.arange(int(mask.sum()), device=mask.device)  # (B, E): row in `replacements`
-    seqs_per_pass = min(batch, max(1, max_tokens_per_pass // length))
-    variants_per_pass = max(1, max_tokens_per_pass // (length * seqs_per_pass))
-    kl = torch.empty(n_variants, batch, len(clean.recorded), device=mask.device)
-    loss = torch.empty_like(kl)
-    for k0 in range(0, n_variants, variants_per_pass):
-        for b0 in range(0, batch, seqs_per_pass):
-            ks, bs = slice(k0, k0 + variants_per_pass), slice(b0, b0 + seqs_per_pass)
-            patched = _patched_activation(clean, hook, token_index[bs], replacements[ks], bs)
-            kl[ks, bs], loss[ks, bs] = _patched_pass(model, hook, clean, bs, patched)
-    return kl, loss
+    batch = clean.tokens.shape[0]
+    clean_loss = torch.empty(clean.next_tokens.shape, device=clean.final.device)
+    for b0 in range(0, batch, plan.seqs):
+        seqs = slice(b0, b0 + plan.seqs)
+        probs = clean_probs(model, clean.final[seqs], clean.next_tokens[seqs])
+        clean_loss[seqs] = probs.loss
+        for p in prepared:
+            sub = _sub_splice(p, seqs)
+            for k0 in range(0, len(p.variants), plan.variants):
+                ks = range(k0, min(k0 + plan.variants, len(p.variants)))
+                patched = _patched_activation(p, clean, window, seqs, sub, ks)
+                final = _patched_final(model, p.target.hook, clean, window, seqs, patched)
+                kl, loss = block_metrics(model, final, probs, clean.next_tokens[seqs], plan.vocab_chunk)
+                p.kl[k0 : ks.stop, seqs], p.loss[k0 : ks.stop, seqs] = kl, loss
+    return clean_loss
+
+
+def _sub_splice(prepared: _Prepared, seqs: slice) -> tuple[Splice, Int[Tensor, "seqs pos"]]:
+    """The splice of one block's sequences (rows of the batch's) and each position's row in it (-1: not replaced)."""
+    mask = prepared.mask[seqs]
+    before = int(prepared.mask[: seqs.start].sum())
+    rows = slice(before, before + int(mask.sum()))
+    s = prepared.splice
+    noise = Noise(s.noise.seed, s.noise.sequence[rows], s.noise.position[rows])
+    index = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
+    index[mask] = torch.arange(rows.stop - rows.start, device=mask.device)
+    return Splice(s.x[rows], s.x_hat[rows], s.stats, noise), index
 
 
 def _patched_activation(
+    prepared: _Prepared,
     clean: CleanPass,
-    hook: HookPoint,
-    token_index: Int[Tensor, "seqs pos"],
-    replacements: Float[Tensor, "variants n d"],
+    window: Window,
     seqs: slice,
-) -> Float[Tensor, "variants seqs pos d"]:
-    """The clean activation of each sequence with each variant's replacements scattered in."""
-    clean_act = hook.flatten(clean.acts[hook.name])[seqs]  # (b, E, D)
-    act = clean_act.expand(replacements.shape[0], *clean_act.shape).clone()  # (k, b, E, D)
+    sub: tuple[Splice, Int[Tensor, "seqs pos"]],
+    variants: range,
+) -> Float[Tensor, "variants seqs run d"]:
+    """The clean activation of each sequence over the run positions, with each variant's replacements scattered in."""
+    splice, token_index = sub
+    hook = prepared.target.hook
+    clean_act = hook.flatten(clean.acts[hook.name])[seqs, window.start :]  # (b, T, D)
+    act = clean_act.expand(len(variants), *clean_act.shape).clone()  # (k, b, T, D)
+    token_index = token_index[:, window.start :]
     hit = token_index >= 0
-    act[:, hit] = replacements[:, token_index[hit]].to(act.dtype)
+    if bool(hit.any()):
+        replacements = torch.stack([prepared.formulas[k].formula(splice, prepared.variants[k][1]) for k in variants])
+        act[:, hit] = replacements[:, token_index[hit]].to(act.dtype)
     return act
 
 
-def _patched_pass(
+@dataclass
+class _PrefixEntry(TransformerLensKeyValueCacheEntry):
+    """The clean keys/values before P of a block's sequences, shared by its variants (rows are variant-major)."""
+
+    variants: int = 1
+
+    def append(self, new_keys: Tensor, new_values: Tensor) -> tuple[Tensor, Tensor]:
+        return _prepend(self.past_keys, new_keys, self.variants), _prepend(self.past_values, new_values, self.variants)
+
+
+def _prepend(
+    past: Float[Tensor, "seqs prefix heads d_head"], new: Float[Tensor, "rows run heads d_head"], variants: int
+) -> Float[Tensor, "rows keys heads d_head"]:
+    seqs, prefix = past.shape[:2]
+    out = new.new_empty(variants, seqs, prefix + new.shape[1], *new.shape[2:])
+    out[:, :, :prefix] = past
+    out[:, :, prefix:] = new.unflatten(0, (variants, seqs))
+    return out.flatten(0, 1)
+
+
+def _patched_final(
     model: HookedTransformer,
     hook: HookPoint,
     clean: CleanPass,
+    window: Window,
     seqs: slice,
-    patched: Float[Tensor, "variants seqs pos d"],
-) -> tuple[Float[Tensor, "variants seqs rec"], Float[Tensor, "variants seqs rec"]]:
-    """Run from the hook's block with the activation replaced; KL and loss at recorded positions."""
-    n_variants, n_seqs = patched.shape[:2]
-    rows = patched.flatten(0, 1)  # (k * b, E, D), variant-major
+    patched: Float[Tensor, "variants seqs run d"],
+) -> Float[Tensor, "rows rec d_model"]:
+    """Run the blocks from the hook's on with the activation replaced; the final residual at recorded positions.
+
+    Rows are (variant, sequence), variant-major. From `window.start` > 0, only the run positions
+    are computed, attending over the clean keys and values before them.
+    """
+    n_variants = patched.shape[0]
+    rows = patched.flatten(0, 1)  # (k * b, T, D)
 
     def replace(activation: Tensor, hook: Any) -> Tensor:
-        return rows.reshape(activation.shape).to(activation.dtype)  # hook_z: (k * b, E, H, d_head)
+        return rows.reshape(activation.shape).to(activation.dtype)  # hook_z: (k * b, T, H, d_head)
 
-    resid = clean.acts[_resid_pre(hook.layer)][seqs].repeat(n_variants, 1, 1)  # (k * b, E, d_model)
+    resid = clean.acts[_resid_pre(hook.layer)][seqs, window.start :].repeat(n_variants, 1, 1)  # (k * b, T, d_model)
+    entries = {layer: _PrefixEntry(k[seqs], v[seqs], variants=n_variants) for layer, (k, v) in clean.prefix_kv.items()}
     with model.hooks(fwd_hooks=[(hook.name, replace)]):
-        final = model(resid, start_at_layer=hook.layer, stop_at_layer=model.cfg.n_layers)
-    logq = _log_probs_at(model, final, clean.recorded).unflatten(0, (n_variants, n_seqs))  # (k, b, R, V)
-    loss = _token_loss(logq, clean.next_tokens[seqs].expand(n_variants, -1, -1))
-    logp = clean.logp[seqs]  # (b, R, V), broadcast over variants
-    # KL(P_clean || Q) = sum_v p (log p - log q), in place on log q: no (k, b, R, V) temporaries.
-    kl = logq.neg_().add_(logp).mul_(logp.exp()).sum(-1)
-    return kl, loss
+        for layer in range(hook.layer, model.cfg.n_layers):
+            resid = model.blocks[layer](resid, past_kv_cache_entry=entries.get(layer))
+    return resid[:, clean.recorded - window.start]
 
 
-def _token_loss(
-    logq: Float[Tensor, "rows rec vocab"], next_tokens: Int[Tensor, "rows rec"]
-) -> Float[Tensor, "rows rec"]:
-    """-log Q(next token); NaN where the context ends (written as null)."""
-    picked = -logq.gather(-1, next_tokens.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    return picked.masked_fill(next_tokens < 0, float("nan"))
+def _normed(model: HookedTransformer, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+    return model.ln_final(resid) if model.cfg.normalization_type is not None else resid
+
+
+def _unembed(model: HookedTransformer, normed: Float[Tensor, "n d_model"], vocab: slice) -> Float[Tensor, "n v"]:
+    """float32 logits of vocabulary columns `vocab`: ln_final and the unembedding act position by position."""
+    logits = torch.addmm(model.unembed.b_U[vocab], normed, model.unembed.W_U[:, vocab]).float()
+    return apply_softcap(logits, model.cfg.output_logits_soft_cap)
+
+
+def clean_probs(
+    model: HookedTransformer, final: Float[Tensor, "seqs rec d_model"], next_tokens: Int[Tensor, "seqs rec"]
+) -> CleanProbs:
+    """Clean log-probabilities, probabilities, logsumexp and loss; temporaries one sequence at a time."""
+    seqs, rec, _ = final.shape
+    logp = _unembed(model, _normed(model, final).flatten(0, 1), slice(None)).unflatten(0, (seqs, rec))
+    picked = logp.gather(-1, next_tokens.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    lse = torch.empty_like(picked)
+    for i, row in enumerate(logp):  # (R, V), in place: logits -> log p
+        lse[i] = torch.logsumexp(row, -1)
+        row.sub_(lse[i].unsqueeze(-1))
+    loss = (lse - picked).masked_fill(next_tokens < 0, float("nan"))
+    return CleanProbs(logp, logp.exp(), lse, loss)
+
+
+def block_metrics(
+    model: HookedTransformer,
+    final: Float[Tensor, "rows rec d_model"],
+    probs: CleanProbs,
+    next_tokens: Int[Tensor, "seqs rec"],
+    vocab_chunk: int,
+) -> tuple[Float[Tensor, "variants seqs rec"], Float[Tensor, "variants seqs rec"]]:
+    """KL(P_clean || Q) and -log Q(next) of a block's rows (variant-major), over the vocabulary in chunks.
+
+    With u = logits_Q - logsumexp(logits_P), log Q = u - logsumexp(u), so
+    KL = sum_v p (log p - u) + logsumexp(u) and -log Q(next) = logsumexp(u) - u_next. Each
+    chunk adds to sum p (log p - u) (a difference of logits: exact where Q = P) and to a
+    running logsumexp; no vocabulary-wide log Q is ever made. Positions are the bmm batch and
+    variants its rows, so p broadcasts over the variants without copies.
+    """
+    seqs, rec = probs.lse.shape
+    n = seqs * rec
+    variants = final.shape[0] // seqs
+    normed = _normed(model, final).unflatten(0, (variants, seqs)).permute(1, 2, 0, 3).reshape(n * variants, -1)
+    logp, p, lse = probs.logp.view(n, 1, -1), probs.p.view(n, -1, 1), probs.lse.view(n, 1, 1)
+    nxt = next_tokens.clamp_min(0).view(n, 1, 1).expand(n, variants, 1)
+    gap = torch.zeros(n, variants, device=final.device)
+    top, total, picked = torch.full_like(gap, -torch.inf), torch.zeros_like(gap), torch.zeros_like(gap)
+    for c0 in range(0, logp.shape[-1], vocab_chunk):
+        u = _unembed(model, normed, slice(c0, c0 + vocab_chunk)).view(n, variants, -1).sub_(lse)  # (n, k, c)
+        chunk = slice(c0, c0 + u.shape[-1])
+        diff = u.neg_().add_(logp[..., chunk])  # log p - u, in place
+        gap += torch.bmm(diff, p[:, chunk]).squeeze(-1)
+        u = diff.neg_().add_(logp[..., chunk])  # u again
+        local = nxt - c0
+        inside = (local >= 0) & (local < u.shape[-1])
+        picked += torch.where(inside, u.gather(-1, local.clamp(0, u.shape[-1] - 1)), 0.0).squeeze(-1)
+        new_top = torch.maximum(top, u.amax(-1))
+        total = total * torch.exp(top - new_top) + u.sub_(new_top.unsqueeze(-1)).exp_().sum(-1)
+        top = new_top
+    lse_u = top + total.log()
+    kl, loss = gap + lse_u, (lse_u - picked).masked_fill(next_tokens.view(n, 1) < 0, float("nan"))
+    return kl.view(seqs, rec, variants).permute(2, 0, 1), loss.view(seqs, rec, variants).permute(2, 0, 1)

@@ -187,6 +187,7 @@ def _settings(spec: JobSpec, special: tuple[int, ...]) -> EngineSettings:
         interventions={name: INTERVENTIONS[name] for name in spec.interventions},
         samples=spec.samples,
         seed=spec.seed,
+        memory_budget=spec.memory_budget_bytes,
         max_tokens_per_pass=spec.max_tokens_per_pass,
         special_token_ids=special,
         mean_ablation_mean=spec.mean_ablation_mean,
