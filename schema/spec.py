@@ -100,6 +100,10 @@ class JobSpec(_Strict):
         description="mean_ablation's mean: the fit sequences' non-special tokens, or every position of the "
         "evaluated batch (shard) with BOS, as the original scripts took it",
     )
+    joint: bool = Field(
+        default=False,
+        description="also splice every SAE at once, each at its own site, as a run of its own (docs/method.md §10)",
+    )
     seed: int = Field(default=0, ge=0, lt=2**31)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"

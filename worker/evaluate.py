@@ -24,6 +24,7 @@ from worker.error_parts import fit_error_maps
 from worker.errors import BadInput
 from worker.hooks import HookPoint
 from worker.interventions import INTERVENTIONS, ActivationStats, ErrorMap, fit_activation_stats
+from worker.joint import evaluate_joint
 from worker.loading import (
     SaeRef,
     as_tensor,
@@ -81,6 +82,8 @@ def prepare_job(spec: JobSpec) -> PreparedJob:
         for i, (sae, hook, fit) in enumerate(zip(saes, hooks, fits, strict=True))
     ]
     runs = [_run_info(spec, *run) for run in zip(refs, saes, hooks, fits, strict=True)]
+    if spec.joint:  # the last run: every SAE at once (key len(targets))
+        runs.append(_joint_run_info(runs))
     return PreparedJob(spec, model, targets, runs, tokens, _settings(spec, special))
 
 
@@ -91,7 +94,10 @@ def evaluate_shard(job: PreparedJob, seq_start: int, seq_end: int) -> list[RunRe
     device = job.model.cfg.device
     tokens = as_tensor(job.tokens[seq_start:seq_end], device)
     ids = torch.arange(seq_start, seq_end, device=device)
-    return evaluate_batch(job.model, job.targets, tokens, ids, job.settings)
+    records = evaluate_batch(job.model, job.targets, tokens, ids, job.settings)
+    if job.spec.joint:
+        records.append(evaluate_joint(job.model, job.targets, tokens, ids, job.settings, key=len(job.targets)))
+    return records
 
 
 def shard_ranges(n_sequences: int, per_shard: int) -> list[tuple[int, int]]:
@@ -211,3 +217,18 @@ def _run_info(spec: JobSpec, ref: SaeRef, sae: SAE[Any], hook: HookPoint, fit: E
         error_ridge=fit.ridge,
         error_linear_r2=fit.r2 if np.isfinite(fit.r2) else None,
     )
+
+
+def _joint_run_info(runs: list[RunInfo]) -> RunInfo:
+    """The joint run (worker/joint.py): hook_point 'joint', the earliest site's layer, the sites in its names."""
+    first = min(runs, key=lambda run: run.layer)
+    update = {
+        "sae": "joint:" + "+".join(run.sae for run in runs),
+        "architecture": "joint",
+        "hook_name": "joint:" + ",".join(run.hook_name for run in runs),
+        "hook_point": "joint",
+        "d_sae": sum(run.d_sae for run in runs),
+        "error_ridge": None,
+        "error_linear_r2": None,
+    }
+    return first.model_copy(update=update)
