@@ -11,6 +11,7 @@ from analysis import (
     downstream,
     error_parts,
     gap_correlates,
+    joint,
     kl_histogram,
     layer_summary,
     loss_histogram,
@@ -45,6 +46,7 @@ _ORDER: tuple[ModuleType, ...] = (
     sensitivity_curve,
     compare_saes,
     error_parts,
+    joint,
     token_sample,
     token_contexts,
 )
