@@ -1,8 +1,10 @@
-"""The job API the CLI and the UI call. Torch-free: importing it loads no model library.
+"""The job API the CLI, the UI and the Python API call. Torch-free: importing it loads no model library.
 
-submit() creates a job and hands it to the queue (SAEGAP_BROKER_URL set) or runs it in
-this process; enqueue() only queues (and stores nothing if the broker cannot take the job);
-run_embedded() only runs here; resume() reruns the unfinished shards of a job whose worker
+start() is the one place that decides "queue it or run it here": it hands a job to the queue
+when a broker is configured (SAEGAP_BROKER_URL) and runs it in this process otherwise, waiting
+for it or not; `saegap evaluate`, `saegap submit`, the UI and `saegap.evaluate` all call it.
+enqueue() only queues (and stores nothing if the broker cannot take the job); run_embedded()
+only runs here; resume() reruns the unfinished shards of a job whose worker
 died, and stale_reason() tells whether a running job's worker is gone or silent. Reads (get_job,
 list_jobs, progress) go straight to the store. Every function takes an optional Store;
 None opens the one the environment describes (schema.config.StoreConfig.from_env).
@@ -15,11 +17,15 @@ import os
 import re
 import socket
 import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 
@@ -27,6 +33,7 @@ from schema.errors import JobStateError
 from schema.jobs import JobInfo, Progress, as_utc
 from schema.spec import JobSpec
 from schema.store import Store
+from schema.tables import FINISHED_STATUSES
 from worker.errors import QueueUnavailable, one_line
 
 log = logging.getLogger(__name__)
@@ -39,6 +46,7 @@ BROKER_TIMEOUT_S = 5.0  # how long enqueue waits for the broker before refusing 
 # reports every worker.embedded.HEARTBEAT_S = 30 s while it works); SAEGAP_STALE_AFTER_S overrides.
 STALE_AFTER_S = 600.0
 ACTIVE_STATUSES = ("planning", "running")
+POLL_S = 1.0  # how often start(wait=True) reads a queued job's progress
 # next_token_distributions' columns, one row per token in the union of the three top-k sets.
 NEXT_TOKEN_SCHEMA = pa.schema(
     [("token_id", pa.int64()), ("token_text", pa.string()), ("logprob_clean", pa.float32()),
@@ -99,13 +107,89 @@ def create(spec: JobSpec, store: Store | None = None) -> int:
     return job_id
 
 
+ProgressCallback = Callable[[Progress], None]
+# Where start() runs a job: "auto" queues it when a broker is configured, else runs it here;
+# "queue" refuses without a broker (`saegap submit`); "here" never queues (in-memory objects).
+Where = Literal["auto", "queue", "here"]
+
+
+@dataclass(frozen=True)
+class Started:
+    """What start() did: the job, and whether it went to the workers' queue (else it runs here)."""
+
+    job: JobInfo
+    queued: bool
+
+    @property
+    def job_id(self) -> int:
+        return self.job.id
+
+
+_THREADS: list[threading.Thread] = []  # jobs start(wait=False) runs in this process's daemon threads
+
+
+def start(
+    spec: JobSpec,
+    *,
+    store: Store | None = None,
+    where: Where = "auto",
+    wait: bool = True,
+    on_progress: ProgressCallback | None = None,
+) -> Started:
+    """Create a job and start it: the one function that decides "queue it or run it here".
+
+    Queued when `where` is "queue", or "auto" with a broker configured; else run in this process.
+    wait=True returns the job finished (`on_progress` gets its progress per shard, or per poll of a
+    queued job); wait=False returns it at once (a job run here then runs in a daemon thread, which
+    dies with the process). Raises QueueNotConfigured / QueueUnavailable (nothing stored) when it
+    should queue and cannot.
+    """
+    opened = _store(store)
+    queued = where == "queue" or (where == "auto" and queue_configured())
+    job_id = enqueue(spec, store=opened) if queued else create(spec, opened)
+    if queued:
+        job = wait_for(job_id, opened, on_progress) if wait else opened.get_job(job_id)
+    elif wait:
+        job = run_embedded(job_id, store=opened, on_shard=on_progress)
+    else:
+        _run_in_thread(job_id, opened)
+        job = opened.get_job(job_id)
+    return Started(job, queued)
+
+
 def submit(spec: JobSpec, *, store: Store | None = None) -> int:
-    """Create a job; queue it when a broker is configured, else run it here (blocking). Returns its id."""
-    if queue_configured():
-        return enqueue(spec, store=store)
-    job_id = create(spec, store)
-    run_embedded(job_id, store=store)
-    return job_id
+    """start() and wait: queued when a broker is configured, else run here. Returns the job's id."""
+    return start(spec, store=store).job_id
+
+
+def wait_for(job_id: int, store: Store | None = None, on_progress: ProgressCallback | None = None) -> JobInfo:
+    """Poll a job's progress every POLL_S until it finishes (done, failed or cancelled); returns it."""
+    opened = _store(store)
+    while (state := opened.progress(job_id)).status not in FINISHED_STATUSES:
+        if on_progress is not None:
+            on_progress(state)
+        time.sleep(POLL_S)
+    if on_progress is not None:
+        on_progress(state)
+    return opened.get_job(job_id)
+
+
+def _run_in_thread(job_id: int, store: Store) -> None:
+    thread = threading.Thread(target=_run_quietly, args=(job_id, store), name=f"saegap-job-{job_id}", daemon=True)
+    thread.start()
+    _THREADS.append(thread)
+
+
+def _run_quietly(job_id: int, store: Store) -> None:
+    try:
+        log.info("job %d ended: %s", job_id, run_embedded(job_id, store=store).status)
+    except Exception:  # the job's own row records its error; keep the process alive
+        log.exception("job %d failed", job_id)
+
+
+def running_threads() -> int:
+    """Jobs start(wait=False) is running in this process now."""
+    return sum(thread.is_alive() for thread in _THREADS)
 
 
 def enqueue(spec: JobSpec, store: Store | None = None) -> int:
@@ -143,11 +227,11 @@ def _send_plan(job_id: int, model: str) -> None:
     plan_job_task.apply_async(args=[job_id], queue=model_queue(model), retry=False)
 
 
-def run_embedded(job_id: int, store: Store | None = None) -> JobInfo:
+def run_embedded(job_id: int, store: Store | None = None, on_shard: ProgressCallback | None = None) -> JobInfo:
     """Plan and run a stored job in this process (imports torch); returns it finished."""
     from worker.embedded import run_job
 
-    return run_job(job_id, _store(store))
+    return run_job(job_id, _store(store), on_shard=on_shard)
 
 
 def resume(job_id: int, *, force: bool = False, store: Store | None = None) -> JobInfo:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
 
 import pandas as pd
 from tqdm import tqdm
@@ -21,13 +20,11 @@ from tqdm import tqdm
 from schema.jobs import JobInfo, Progress
 from schema.spec import JobSpec
 from schema.store import Store
-from schema.tables import FINISHED_STATUSES
 from worker import jobs
 from worker.commands import err, out, spec_args
 from worker.errors import QueueUnavailable
 
 DEFAULT_SEQUENCES = 256  # the bundled demo set's default; sized to finish in minutes on a 2-core CPU
-POLL_S = 1.0
 OTHER_KL_HEADER = "mean KL"
 
 
@@ -48,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     store = Store.open()
     try:
-        job = wait_for_queued(spec, store) if jobs.queue_configured() else run_here(spec, store)
+        job = start_and_wait(spec, store)
     except QueueUnavailable as error:
         err(str(error))
         return 2
@@ -71,34 +68,21 @@ def with_default_sequences(spec: JobSpec) -> JobSpec:
     return spec
 
 
-def run_here(spec: JobSpec, store: Store) -> JobInfo:
-    """Embedded: plan and run in this process, a bar advancing per shard."""
-    from worker.embedded import run_job
-
-    job_id = jobs.create(spec, store)
-    # TransformerLens prints while loading ("Changing model dtype ..."): keep stdout for the table.
-    with _Bar(job_id) as bar, contextlib.redirect_stdout(sys.stderr):
-        return run_job(job_id, store, on_shard=bar.update)
-
-
-def wait_for_queued(spec: JobSpec, store: Store) -> JobInfo:
-    """Queued: send the job, poll its progress until it finishes."""
-    job_id = jobs.enqueue(spec, store=store)
-    with _Bar(job_id) as bar:
-        while (progress := store.progress(job_id)).status not in FINISHED_STATUSES:
-            bar.update(progress)
-            time.sleep(POLL_S)
-        bar.update(progress)
-    return store.get_job(job_id)
+def start_and_wait(spec: JobSpec, store: Store) -> JobInfo:
+    """jobs.start (queued with a broker, else here) and wait for it, a bar advancing per shard."""
+    with _Bar() as bar, contextlib.redirect_stdout(sys.stderr):
+        # TransformerLens prints while loading ("Changing model dtype ..."): keep stdout for the table.
+        return jobs.start(spec, store=store, on_progress=bar.update).job
 
 
 class _Bar:
     """A tqdm bar on stderr counting shards, with tokens/s and the store's ETA in its postfix."""
 
-    def __init__(self, job_id: int) -> None:
-        self.bar = tqdm(desc=f"job {job_id}", unit="shard", file=sys.stderr, total=None)
+    def __init__(self) -> None:
+        self.bar = tqdm(desc="job", unit="shard", file=sys.stderr, total=None)
 
     def update(self, progress: Progress) -> None:
+        self.bar.set_description(f"job {progress.job_id}", refresh=False)
         self.bar.total = progress.shards_total or None
         self.bar.n = progress.shards_done
         rate = f"{progress.tokens_per_second:,.0f} tok/s" if progress.tokens_per_second else "-"

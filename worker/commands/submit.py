@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
         if refusal:
             err(refusal)
             return 2
-        job_id = jobs.enqueue(spec)
+        job_id = jobs.start(spec, where="queue", wait=False).job_id
     except (spec_args.SpecError, jobs.QueueNotConfigured, QueueUnavailable) as error:
         err(str(error))
         return 2
