@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,7 +91,8 @@ def load_sae(ref: SaeRef, device: str, dtype: str) -> SAE[Any]:
         except Exception as error:  # whatever SAELens, safetensors or torch raise on a broken directory
             raise BadInput(f"cannot load the SAE in {ref.path}: {type(error).__name__}: {one_line(error)}") from error
     else:
-        sae = SAE.from_pretrained(ref.release, ref.sae_id, device=device, dtype=dtype)
+        with hub_errors(f"SAE {ref.name}"):
+            sae = SAE.from_pretrained(ref.release, ref.sae_id, device=device, dtype=dtype)
     sae.eval()
     check_finite_weights(sae, ref.name)
     return sae
@@ -111,11 +114,70 @@ def load_model(name: str, device: str, dtype: str, from_pretrained_kwargs: dict[
     bundled = registry()["models"]
     if name in bundled:
         return _load_model_dir(models_dir() / bundled[name]["path"], device, dtype)
+    if Path(name).is_dir() and is_hf_checkpoint(Path(name)):
+        return _load_hf_checkpoint(Path(name), device, dtype, from_pretrained_kwargs)
     if Path(name).is_dir():
         return _load_model_dir(Path(name), device, dtype)
-    return HookedTransformer.from_pretrained_no_processing(
-        name, device=device, dtype=DTYPES[dtype], **from_pretrained_kwargs
-    )
+    with hub_errors(f"model {name}"):
+        return HookedTransformer.from_pretrained_no_processing(
+            name, device=device, dtype=DTYPES[dtype], **from_pretrained_kwargs
+        )
+
+
+@contextmanager
+def hub_errors(what: str) -> Iterator[None]:
+    """Offline (HF_HUB_OFFLINE=1), a file missing from the Hugging Face cache is BadInput saying so."""
+    from huggingface_hub import constants
+
+    try:
+        yield
+    except OSError as error:  # huggingface_hub's LocalEntryNotFoundError, transformers' wrapped OSError
+        if not constants.HF_HUB_OFFLINE:
+            raise
+        raise BadInput(
+            f"{what} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1: "
+            f"download it once online, or pass a local directory ({type(error).__name__})"
+        ) from error
+
+
+def is_hf_checkpoint(path: Path) -> bool:
+    """A transformers `save_pretrained` directory: its config.json names a model_type (saegap's does not)."""
+    try:
+        return "model_type" in json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+# from_pretrained's weight-processing flags; all off (as SAELens loads), unless the SAEs ask for one.
+_PROCESSING_FLAGS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")
+
+
+def _load_hf_checkpoint(path: Path, device: str, dtype: str, kwargs: dict[str, Any]) -> HookedTransformer:
+    """A local transformers checkpoint (e.g. a fine-tuned GPT-2) through TransformerLens, unprocessed.
+
+    TransformerLens's own loaders read a local directory: the architecture and dims come from its
+    config.json (`architectures`), the weights are converted by that architecture's converter, and
+    the tokenizer is the checkpoint's. This is HookedTransformer.from_pretrained's path without the
+    Hub name lookup, so a checkpoint needs neither the Hub nor its base model's dims.
+    """
+    from transformer_lens import loading_from_pretrained as tl_loading
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    flags = {flag: bool(kwargs.get(flag, False)) for flag in _PROCESSING_FLAGS}
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype])
+        cfg = tl_loading.get_pretrained_model_config(
+            str(path), hf_cfg=hf_model.config.to_dict(), fold_ln=flags["fold_ln"], device=device, dtype=DTYPES[dtype]
+        )
+        state = tl_loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=DTYPES[dtype])
+        model = HookedTransformer(cfg, AutoTokenizer.from_pretrained(str(path)), move_to_device=False)
+        model.load_and_process_state_dict(state, refactor_factored_attn_matrices=False, **flags)
+    except Exception as error:  # unsupported architecture, missing weights or tokenizer
+        raise BadInput(
+            f"cannot load the transformers checkpoint in {path}: {type(error).__name__}: {one_line(error)}"
+        ) from error
+    model.move_model_modules_to_device()
+    return model.eval()
 
 
 def _load_model_dir(path: Path, device: str, dtype: str) -> HookedTransformer:
