@@ -87,3 +87,16 @@ def test_joint_job_stores_a_run_of_its_own_and_error_parts_with_it(tiny_assets, 
     assert counts["joint"] == counts["resid_pre"] > 0
     r2 = query("SELECT error_linear_r2 FROM runs WHERE hook_point != 'joint'", store=tmp_store).column(0).to_pylist()
     assert all(0 < value <= 1 for value in r2)
+
+
+def test_cli_flags_ask_for_a_joint_run_and_the_error_parts() -> None:
+    import argparse
+
+    from worker.commands import spec_args
+
+    parser = argparse.ArgumentParser()
+    spec_args.configure(parser)
+    args = parser.parse_args(["--joint", "--interventions", "sae,sae_error_linear,eps_random_linear"])
+    spec = spec_args.spec_from_args(args)
+    assert spec.joint and spec.interventions == ["sae", "sae_error_linear", "eps_random_linear"]
+    assert not spec_args.spec_from_args(parser.parse_args([])).joint

@@ -26,6 +26,7 @@ _FIELD_FLAGS = (
     "device",
     "sequences_per_shard",
     "mean_ablation_mean",
+    "joint",
 )
 
 
@@ -49,6 +50,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-sequences", type=int, help="first N sequences of the token set")
     parser.add_argument("--sequences-per-shard", type=int, help="sequences per shard (unit of work)")
     parser.add_argument("--seed", type=int, help="seed of every random draw")
+    parser.add_argument(
+        "--joint", action="store_true", default=None, help="also run every SAE spliced at once (a run of its own)"
+    )
     parser.add_argument("--device", help="auto, cpu, cuda or mps")
     parser.add_argument("--yes", action="store_true", help="start a job even if it is larger than SAEGAP_MAX_ROWS")
 
