@@ -155,6 +155,19 @@ def _token_figures(answers: Answers) -> list[str]:
     ]  # fmt: skip
 
 
+def _gap_sources(answers: Answers) -> list[str]:
+    """Where does the gap come from? The error's parts and the joint run (docs/method.md §7), when the job has them."""
+    parts, joint = answers("error_parts"), answers("joint")
+    sections = [
+        _section("The error's linear and nonlinear parts", "error_parts", html_table(parts) if len(parts) else None),
+        _section("All SAEs spliced at once", "joint", html_table(joint) if len(joint) else None),
+    ]
+    if not any(sections):
+        return []
+    note = "<p class='note'>docs/method.md §7: the error split by a linear fit, and every SAE spliced at once.</p>"
+    return ["<h2>Where does the gap come from?</h2>", note, *sections]
+
+
 def _job_facts(job_id: int, store: Any) -> str:
     """The job's spec and the library versions it ran with, as JSON."""
     if store is None:
@@ -181,7 +194,7 @@ td.bad { background: #fbe3e1; } td.even { background: #eeeeee; } td.good { backg
 pre { background: #f6f6f6; padding: 0.5em; font-size: 11px; }
 """
 _SECTIONS: tuple[Callable[[Answers], list[str] | str], ...] = (
-    _answer, _layer_figures, _single_token_figures, _token_figures
+    _answer, _layer_figures, _single_token_figures, _token_figures, _gap_sources
 )  # fmt: skip
 
 

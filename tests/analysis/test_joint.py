@@ -80,3 +80,12 @@ def test_planted_joint_against_sum_and_max(planted: Fixture, intervention: str) 
 def test_jobs_without_a_joint_run_have_no_row(fixture_store: Fixture) -> None:
     assert joint(Params(), store=fixture_store.store).num_rows == 0
     assert "joint" in MODULES
+
+
+def test_report_has_the_gap_sources_section_only_with_their_records(planted: Fixture) -> None:
+    from analysis.html_report import Answers, _gap_sources
+
+    sections = "\n".join(_gap_sources(Answers(planted.job_ids["joint"], planted.store)))
+    assert "Where does the gap come from?" in sections and "All SAEs spliced at once" in sections
+    assert "linear and nonlinear parts" not in sections  # the planted job ran no error parts
+    assert "ratio_to_sum" in sections
