@@ -1,0 +1,157 @@
+"""The Python API for notebooks: `saegap.evaluate(model, saes, tokens=None, data_dir=None, **job_fields)`.
+
+No broker and no server: records go to `data_dir` (a local store: SQLite and Parquet files), or
+to a fresh temporary directory when none is given. The job starts through worker.jobs.start, the
+function the CLI and the UI call. A job that names only files and Hub names, with a `data_dir`,
+goes to the queue when SAEGAP_BROKER_URL is set (workers must see that directory); a job with an
+in-memory model, SAE or token tensor, or a temporary store, always runs here: objects in this
+process's memory cannot be sent to a Celery queue. Importing this module loads no model library.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from schema.config import StoreConfig
+from schema.spec import JobSpec
+from schema.store import Store
+
+
+class JobFailed(RuntimeError):
+    """The job ran and failed (its one-line error is the message); its row stays in the store."""
+
+
+@dataclass
+class Results:
+    """One finished job's records, read through analysis/ (pandas DataFrames) or SQL."""
+
+    job_id: int
+    data_dir: Path
+    store: Store = field(repr=False)
+
+    def report(self, name: str, **params: Any) -> pd.DataFrame:
+        """Analysis module `name` (see `saegap report`) for this job; params are its other fields."""
+        from analysis.registry import get_module
+
+        module = get_module(name)
+        return module(module.params(**{"job": self.job_id, **params}), store=self.store).to_pandas()
+
+    def layer_summary(self, **params: Any) -> pd.DataFrame:
+        """Per layer and intervention: mean KL, the sae/eps_random ratio with its bootstrap CI, CE increase."""
+        return self.report("layer_summary", **params)
+
+    def sql(self, query: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """A read-only SQL query over the store's views (token_records, runs, jobs, ...)."""
+        from schema.read import query as read_query
+
+        return read_query(query, params, store=self.store).to_pandas()
+
+    def html(self, path: str | Path) -> Path:
+        """Write the job's self-contained HTML report to `path`; returns it."""
+        from analysis.html_report import build_report
+
+        out = Path(path)
+        out.write_text(build_report(self.job_id, store=self.store), encoding="utf-8")
+        return out
+
+
+def evaluate(
+    model: Any,
+    saes: Any,
+    tokens: Any = None,
+    data_dir: str | Path | None = None,
+    **job_fields: Any,
+) -> Results:
+    """Evaluate SAEs spliced into a model; returns the finished job's Results.
+
+    model: a name (TransformerLens or bundled), a local directory, or a loaded HookedTransformer.
+    saes: one or a list of names (`release/id`, a release), SAE directories, or sae_lens.SAE objects.
+    tokens: what `--tokens` accepts, or a (sequences, positions) token tensor/array; None: the default.
+    job_fields: any other JobSpec field (scope, interventions, n_sequences, samples, seed, ...).
+    Bad input raises one clear error (BadInput, pydantic.ValidationError) and writes nothing.
+    """
+    from worker import provided
+
+    directory = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="saegap-"))
+    store = Store.open(StoreConfig(data_dir=directory))
+    in_memory = provided.is_model(model) or provided.is_token_array(tokens) or any(map(provided.is_sae, _listed(saes)))
+    with _inputs(model, saes, tokens, directory / "inputs", job_fields) as spec:
+        here = in_memory or data_dir is None
+        if here:
+            _prepare_first(spec)
+        job = _start(spec, store, here)
+    if job.status != "done":
+        raise JobFailed(f"job {job.id} {job.status}: {job.error or 'no error recorded'}")
+    return Results(job.id, directory, store)
+
+
+def _listed(saes: Any) -> list[Any]:
+    return list(saes) if isinstance(saes, Sequence) and not isinstance(saes, str) else [saes]
+
+
+@contextmanager
+def _inputs(model: Any, saes: Any, tokens: Any, root: Path, job_fields: dict[str, Any]) -> Iterator[JobSpec]:
+    """The JobSpec naming every input; in-memory ones saved under `root` (removed again if the job cannot start)."""
+    from worker import provided
+
+    written: list[Path] = []
+    fields = dict(job_fields)
+    if provided.is_model(model):
+        fields = provided.model_placement(model) | fields
+        model = provided.register_model(model)
+    try:
+        entries = [_sae_entry(sae, root, written) for sae in _listed(saes)]
+        if provided.is_token_array(tokens):
+            written.append(provided.save_tokens(tokens, root))
+            tokens = written[-1]
+        token_field = {} if tokens is None else {"tokens": str(tokens)}
+        yield JobSpec.model_validate({**fields, **token_field, "model": str(model), "saes": entries})
+    except BaseException:
+        _remove(written)
+        raise
+    finally:
+        provided.unregister_model(str(model))
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _sae_entry(sae: Any, root: Path, written: list[Path]) -> str:
+    from worker import provided
+
+    if not provided.is_sae(sae):
+        return str(sae)
+    path = provided.save_sae(sae, root)
+    written.append(path)
+    return str(path)
+
+
+def _prepare_first(spec: JobSpec) -> None:
+    """Load and check everything before the job is stored, so bad input writes nothing; the run reuses it."""
+    from worker.embedded import prepared
+
+    prepared(spec)
+
+
+def _start(spec: JobSpec, store: Store, here: bool) -> Any:
+    """worker.jobs.start, waiting; TransformerLens's loading prints go to stderr as in the CLI."""
+    import contextlib
+    import sys
+
+    from worker import jobs
+
+    with contextlib.redirect_stdout(sys.stderr):
+        return jobs.start(spec, store=store, where="here" if here else "auto").job
