@@ -24,6 +24,7 @@ import pyarrow as pa
 from schema.config import LAKE_ALIAS, LAKE_METADATA_SCHEMA, StoreConfig
 from schema.errors import ObjectStoreError, StoreOpenError, WriteConflictError
 from schema.relations import (
+    LAKE_ROLLUP_SOURCES,
     RECORD_TABLES,
     ROLLUPS,
     RUN_COLUMNS_ADDED,
@@ -226,7 +227,9 @@ def ensure_relations(conn: duckdb.DuckDBPyConnection) -> None:
     def create() -> None:
         existing = _lake_tables(conn)  # empty for a new lake: nothing to fill
         missing_rollups = [
-            name for name, rollup in ROLLUPS.items() if rollup.source in existing and name not in existing
+            name
+            for name, rollup in ROLLUPS.items()
+            if {LAKE_ROLLUP_SOURCES[source] for source in rollup.sources} <= existing and name not in existing
         ]
         for statement in table_ddl():
             conn.execute(statement)
@@ -237,9 +240,8 @@ def ensure_relations(conn: duckdb.DuckDBPyConnection) -> None:
         elif metric_columns != set(TOKEN_METRICS_SCHEMA.names):
             _add_columns(conn, "tokens", TOKEN_METRICS_SCHEMA)
         for name in missing_rollups:  # a lake from before this rollup existed: fill it once from its records
-            source, select = ROLLUPS[name]
-            log.info("filling rollup %s from the lake's %s (once)", name, source)
-            conn.execute(f"INSERT INTO {name} {select.format(source=source)}")
+            log.info("filling rollup %s from the lake's records (once)", name)
+            conn.execute(f"INSERT INTO {name} {ROLLUPS[name].select.format(**LAKE_ROLLUP_SOURCES)}")
         for statement in VIEW_DDL:
             conn.execute(statement)
 

@@ -1,6 +1,7 @@
 """DuckDB DDL of the record relations: tables `runs`, `tokens`, `interventions`, the
-rollups `intervention_sums`, `sequence_sums`, `kl_bins` and the views `token_records` and
-`token_gaps`. docs/schema.md documents every column.
+rollups (ROLLUPS: `intervention_sums`, `sequence_sums`, `kl_bins`, `token_sums`, `loss_bins`,
+`cos_bins`, `gap_sums`, `gap_pair_sums`) and the views `token_records` and `token_gaps`.
+docs/schema.md documents every column.
 
 Column lists are derived from the Arrow schemas in schema/records.py and the
 intervention names in schema/spec.py, so no list is kept twice.
@@ -8,6 +9,7 @@ intervention names in schema/spec.py, so no list is kept twice.
 
 from __future__ import annotations
 
+import math
 from typing import Literal, NamedTuple
 
 import pyarrow as pa
@@ -85,7 +87,7 @@ SELECT run_id, shard_id, intervention, position, count(*) AS n,
        sum(kl::DOUBLE) AS kl_sum, sum(kl::DOUBLE * kl) AS kl_sq_sum,
        count(loss_delta) AS loss_delta_n, sum(loss_delta::DOUBLE) AS loss_delta_sum,
        sum(loss_delta::DOUBLE * loss_delta) AS loss_delta_sq_sum
-FROM {source}
+FROM {interventions}
 GROUP BY run_id, shard_id, intervention, position
 """
 
@@ -111,7 +113,7 @@ SEQUENCE_SUMS_SELECT = """
 SELECT run_id, shard_id, sequence, intervention, count(*) AS n, count(*) FILTER (WHERE sample = 0) AS n_sample0,
        sum(kl::DOUBLE) AS kl_sum, count(loss_delta) AS loss_delta_n, sum(loss_delta::DOUBLE) AS loss_delta_sum,
        count(loss) AS loss_n, sum(loss::DOUBLE) AS loss_sum
-FROM {source}
+FROM {interventions}
 GROUP BY run_id, shard_id, sequence, intervention
 """
 
@@ -140,16 +142,137 @@ KL_BINS_SCHEMA = pa.schema(
     ]
 )
 
+
+def log_bin(value: str) -> str:
+    """SQL: the fixed log-spaced bin (0 .. KL_BIN_COUNT - 1) of a value >= 0, clamped into [KL_BIN_FLOOR,
+    KL_BIN_CEIL] first: kl_bins bins KL on this grid, loss_bins |loss_delta|, cos_bins 1 - cos_sim."""
+    decades_below_one = round(-math.log10(KL_BIN_FLOOR))
+    return (
+        f"least({KL_BIN_COUNT - 1}, greatest(0, floor((log10(greatest(({value})::DOUBLE, {KL_BIN_FLOOR}))"
+        f" + {decades_below_one}) * {KL_BINS_PER_DECADE})))::SMALLINT"
+    )
+
+
 KL_BINS_SELECT = f"""
 SELECT run_id, shard_id, intervention, bin, count(*) AS n, count(*) FILTER (WHERE sample = 0) AS n_sample0,
        min(kl) AS kl_min, max(kl) AS kl_max
 FROM (
   SELECT run_id, shard_id, intervention, sample, kl,
-         least({KL_BIN_COUNT - 1}, greatest(0, floor(
-           (log10(greatest(kl::DOUBLE, {KL_BIN_FLOOR})) + 6) * {KL_BINS_PER_DECADE})))::SMALLINT AS bin
-  FROM {{source}}
+         {log_bin("kl")} AS bin
+  FROM {{interventions}}
 )
 GROUP BY run_id, shard_id, intervention, bin
+"""
+
+# Per (run, shard, intervention, bin) counts of the sample-0 loss_delta (one per token: the loss
+# histogram's values) in signed fixed log-spaced bins: log_bin(loss_delta) for loss_delta >= 0,
+# -1 - log_bin(-loss_delta) below 0, with the bin's least, greatest and summed loss_delta. The
+# values of one bin lie within a factor KL_BIN_RATIO of each other (|loss_delta| in [1e-6, 1e2]).
+LOSS_BINS_SCHEMA = pa.schema(
+    [
+        *STORE_KEYS,
+        pa.field("intervention", pa.string(), nullable=False),
+        pa.field("bin", pa.int16(), nullable=False),  # -KL_BIN_COUNT .. KL_BIN_COUNT - 1; < 0: loss_delta < 0
+        pa.field("n", pa.int64(), nullable=False),  # tokens (sample-0 rows with a loss_delta) in the bin
+        pa.field("loss_delta_min", pa.float32(), nullable=False),
+        pa.field("loss_delta_max", pa.float32(), nullable=False),
+        pa.field("loss_delta_sum", pa.float64(), nullable=False),
+    ]
+)
+
+LOSS_BINS_SELECT = f"""
+SELECT run_id, shard_id, intervention, bin, count(*) AS n, min(loss_delta) AS loss_delta_min,
+       max(loss_delta) AS loss_delta_max, sum(loss_delta::DOUBLE) AS loss_delta_sum
+FROM (
+  SELECT run_id, shard_id, intervention, loss_delta,
+         CASE WHEN loss_delta < 0 THEN -1 - {log_bin("-loss_delta")} ELSE {log_bin("loss_delta")} END AS bin
+  FROM {{interventions}}
+  WHERE sample = 0 AND loss_delta IS NOT NULL
+)
+GROUP BY run_id, shard_id, intervention, bin
+"""
+
+# Per (run, shard, intervention, bin) sums over every draw (all samples) at an intervened token,
+# binned on the token's 1 - cos_sim with log_bin (a bin spans a factor KL_BIN_RATIO of 1 - cos_sim):
+# sensitivity_curve's KL-against-cos_sim curve without joining the draws to their tokens.
+COS_BINS_SCHEMA = pa.schema(
+    [
+        *STORE_KEYS,
+        pa.field("intervention", pa.string(), nullable=False),
+        pa.field("bin", pa.int16(), nullable=False),  # log_bin(1 - cos_sim)
+        pa.field("n", pa.int64(), nullable=False),  # interventions rows (draws, all samples)
+        pa.field("n_sample0", pa.int64(), nullable=False),  # of which sample 0: tokens
+        pa.field("kl_sum", pa.float64(), nullable=False),
+        pa.field("kl_sq_sum", pa.float64(), nullable=False),
+        pa.field("cos_sim_sum", pa.float64(), nullable=False),  # over the draws (a draw: its token's cos_sim)
+        pa.field("cos_sim_min", pa.float32(), nullable=False),
+        pa.field("cos_sim_max", pa.float32(), nullable=False),
+    ]
+)
+
+COS_BINS_SELECT = f"""
+SELECT i.run_id, i.shard_id, i.intervention, {log_bin("1 - t.cos_sim::DOUBLE")} AS bin, count(*) AS n,
+       count(*) FILTER (WHERE i.sample = 0) AS n_sample0, sum(i.kl::DOUBLE) AS kl_sum,
+       sum(i.kl::DOUBLE * i.kl) AS kl_sq_sum, sum(t.cos_sim::DOUBLE) AS cos_sim_sum,
+       min(t.cos_sim) AS cos_sim_min, max(t.cos_sim) AS cos_sim_max
+FROM {{interventions}} i JOIN {{tokens}} t USING (run_id, sequence, position)
+WHERE t.intervened AND t.cos_sim IS NOT NULL
+GROUP BY ALL
+"""
+
+# The per-token facts gap_correlates correlates with the gap, summed per (run, shard) in gap_sums.
+GAP_SUM_VARIABLES = ("position", "cos_sim", "l0", "norm", "eps")
+
+# Per (run, shard) sums of the intervened tokens' gap y = kl_sae - kl_eps_random (sample 0) and of
+# each variable x: n, sum y, sum y^2, sum x, sum x^2, sum x*y over the tokens that have all of
+# them. Pearson of the gap with each variable is exact from these (gap_correlates).
+GAP_SUMS_SCHEMA = pa.schema(
+    [
+        *STORE_KEYS,
+        pa.field("n", pa.int64(), nullable=False),
+        pa.field("sy", pa.float64()),
+        pa.field("syy", pa.float64()),
+        *(pa.field(f"{p}_{v}", pa.float64()) for v in GAP_SUM_VARIABLES for p in ("sx", "sxx", "sxy")),
+    ]
+)
+
+_GAP_SUMS = ", ".join(
+    f"sum({v}) AS sx_{v}, sum({v} * {v}) AS sxx_{v}, sum(kl_gap * {v}) AS sxy_{v}" for v in GAP_SUM_VARIABLES
+)
+GAP_SUMS_SELECT = f"""
+SELECT run_id, shard_id, count(*) AS n, sum(kl_gap) AS sy, sum(kl_gap * kl_gap) AS syy, {_GAP_SUMS}
+FROM (
+  SELECT run_id, shard_id, (kl_sae - kl_eps_random)::DOUBLE AS kl_gap,
+         {", ".join(f"{v}::DOUBLE AS {v}" for v in GAP_SUM_VARIABLES)}
+  FROM {{stored_tokens}}
+  WHERE intervened AND kl_sae IS NOT NULL AND kl_eps_random IS NOT NULL
+    AND {" AND ".join(f"{v} IS NOT NULL" for v in GAP_SUM_VARIABLES)}
+)
+GROUP BY run_id, shard_id
+"""
+
+# Per (shard, run a, run b) sums over the tokens (sequence, position) both runs evaluated with a
+# gap: a shard holds every run of its job for the same sequences, so summing these over shards
+# gives the exact token-level Pearson of the gap between any two runs of a job (cross_layer).
+GAP_PAIR_SUMS_SCHEMA = pa.schema(
+    [
+        pa.field("shard_id", pa.int64(), nullable=False),
+        pa.field("run_a", pa.int64(), nullable=False),
+        pa.field("run_b", pa.int64(), nullable=False),
+        pa.field("n", pa.int64(), nullable=False),  # tokens both runs have
+        *(pa.field(name, pa.float64(), nullable=False) for name in ("sa", "sb", "saa", "sbb", "sab")),
+    ]
+)
+
+_RUN_GAPS = """(
+  SELECT run_id, shard_id, sequence, position, (kl_sae - kl_eps_random)::DOUBLE AS gap FROM {stored_tokens}
+  WHERE intervened AND kl_sae IS NOT NULL AND kl_eps_random IS NOT NULL
+)"""
+GAP_PAIR_SUMS_SELECT = f"""
+SELECT a.shard_id, a.run_id AS run_a, b.run_id AS run_b, count(*) AS n, sum(a.gap) AS sa, sum(b.gap) AS sb,
+       sum(a.gap * a.gap) AS saa, sum(b.gap * b.gap) AS sbb, sum(a.gap * b.gap) AS sab
+FROM {_RUN_GAPS} a JOIN {_RUN_GAPS} b USING (shard_id, sequence, position)
+GROUP BY a.shard_id, a.run_id, b.run_id
 """
 
 # Per (run, shard) sums of the intervened tokens' SAE facts: the reconstruction means of
@@ -175,25 +298,33 @@ SELECT run_id, shard_id, count(*) AS n_tokens,
        sum(l0::DOUBLE) AS l0_sum, sum(l1::DOUBLE) AS l1_sum, sum(eps::DOUBLE * eps) AS eps_sq_sum,
        sum(cos_sim::DOUBLE) AS cos_sim_sum,
        count(sae_norm / NULLIF(norm, 0)) AS l2_ratio_n, sum(sae_norm::DOUBLE / NULLIF(norm, 0)) AS l2_ratio_sum
-FROM {source}
+FROM {tokens}
 WHERE intervened
 GROUP BY run_id, shard_id
 """
 
 
+RollupSource = Literal["tokens", "interventions", "stored_tokens"]
+
+
 class Rollup(NamedTuple):
-    source: Literal["interventions", "tokens"]  # the record table its rows are aggregated from
-    select: str  # SELECT computing its rows from a relation with that table's columns ({source})
+    schema: pa.Schema  # its columns
+    sources: tuple[RollupSource, ...]  # what its rows are aggregated from (rollup_sources)
+    select: str  # SELECT computing its rows, with a {placeholder} per source
 
 
 # Rollup table -> how its rows are computed. write_shard inserts each for the shard's rows in
-# the shard's transaction; lake.ensure_relations fills a rollup missing from an existing lake
-# once from its source table.
+# the shard's transaction (and deletes them with a retried shard's other rows); lake.ensure_relations
+# fills a rollup missing from an existing lake once from the lake's tables (LAKE_ROLLUP_SOURCES).
 ROLLUPS: dict[str, Rollup] = {
-    "intervention_sums": Rollup("interventions", INTERVENTION_SUMS_SELECT),
-    "sequence_sums": Rollup("interventions", SEQUENCE_SUMS_SELECT),
-    "kl_bins": Rollup("interventions", KL_BINS_SELECT),
-    "token_sums": Rollup("tokens", TOKEN_SUMS_SELECT),
+    "intervention_sums": Rollup(INTERVENTION_SUMS_SCHEMA, ("interventions",), INTERVENTION_SUMS_SELECT),
+    "sequence_sums": Rollup(SEQUENCE_SUMS_SCHEMA, ("interventions",), SEQUENCE_SUMS_SELECT),
+    "kl_bins": Rollup(KL_BINS_SCHEMA, ("interventions",), KL_BINS_SELECT),
+    "token_sums": Rollup(TOKEN_SUMS_SCHEMA, ("tokens",), TOKEN_SUMS_SELECT),
+    "loss_bins": Rollup(LOSS_BINS_SCHEMA, ("interventions",), LOSS_BINS_SELECT),
+    "cos_bins": Rollup(COS_BINS_SCHEMA, ("interventions", "tokens"), COS_BINS_SELECT),
+    "gap_sums": Rollup(GAP_SUMS_SCHEMA, ("stored_tokens",), GAP_SUMS_SELECT),
+    "gap_pair_sums": Rollup(GAP_PAIR_SUMS_SCHEMA, ("stored_tokens",), GAP_PAIR_SUMS_SELECT),
 }
 
 
@@ -232,6 +363,20 @@ FROM {{tokens}} t LEFT JOIN (
 """
 
 
+def rollup_sources(tokens: str, interventions: str) -> dict[RollupSource, str]:
+    """A rollup SELECT's placeholders, given relations with the engine's keyed token columns and
+    interventions' columns (a shard's tables at write time): stored_tokens is those tokens with
+    TOKEN_METRICS_SCHEMA appended, as the lake's `tokens` holds them."""
+    stored = f"({TOKENS_WITH_METRICS_SELECT.format(tokens=tokens, interventions=interventions)})"
+    return {"tokens": tokens, "interventions": interventions, "stored_tokens": stored}
+
+
+# The placeholders when a rollup is filled from a whole lake (its `tokens` carry the metrics already).
+LAKE_ROLLUP_SOURCES: dict[RollupSource, str] = {
+    "tokens": "tokens", "interventions": "interventions", "stored_tokens": "tokens"
+}  # fmt: skip
+
+
 def table_ddl() -> list[str]:
     """CREATE TABLE statements for the record tables."""
     keyed = lambda s: pa.schema(list(STORE_KEYS) + list(s))  # noqa: E731
@@ -239,10 +384,7 @@ def table_ddl() -> list[str]:
         f"CREATE TABLE IF NOT EXISTS runs ({columns_sql(RUN_SCHEMA)})",
         f"CREATE TABLE IF NOT EXISTS tokens ({columns_sql(STORED_TOKEN_SCHEMA)})",
         f"CREATE TABLE IF NOT EXISTS interventions ({columns_sql(keyed(INTERVENTION_SCHEMA))})",
-        f"CREATE TABLE IF NOT EXISTS intervention_sums ({columns_sql(INTERVENTION_SUMS_SCHEMA)})",
-        f"CREATE TABLE IF NOT EXISTS sequence_sums ({columns_sql(SEQUENCE_SUMS_SCHEMA)})",
-        f"CREATE TABLE IF NOT EXISTS kl_bins ({columns_sql(KL_BINS_SCHEMA)})",
-        f"CREATE TABLE IF NOT EXISTS token_sums ({columns_sql(TOKEN_SUMS_SCHEMA)})",
+        *(f"CREATE TABLE IF NOT EXISTS {name} ({columns_sql(rollup.schema)})" for name, rollup in ROLLUPS.items()),
     ]
 
 

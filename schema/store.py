@@ -29,7 +29,7 @@ from schema.config import LAKE_ALIAS, StoreConfig
 from schema.errors import RecordSchemaError, UnknownRunError, UnknownShardError
 from schema.jobs import JobTables, RunInfo
 from schema.records import INTERVENTION_SCHEMA, TOKEN_SCHEMA
-from schema.relations import ROLLUPS, RUN_SCHEMA, STORE_KEYS, TOKENS_WITH_METRICS_SELECT
+from schema.relations import ROLLUPS, RUN_SCHEMA, STORE_KEYS, TOKENS_WITH_METRICS_SELECT, rollup_sources
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def _insert_records(conn: duckdb.DuckDBPyConnection, tokens: pa.Table, intervent
         conn.execute(f"INSERT INTO {LAKE_ALIAS}.tokens {TOKENS_WITH_METRICS_SELECT.format(**sources)}")
         conn.execute(f"INSERT INTO {LAKE_ALIAS}.interventions SELECT * FROM {sources['interventions']}")
         for table, rollup in ROLLUPS.items():
-            conn.execute(f"INSERT INTO {LAKE_ALIAS}.{table} {rollup.select.format(source=sources[rollup.source])}")
+            conn.execute(f"INSERT INTO {LAKE_ALIAS}.{table} {rollup.select.format(**rollup_sources(**sources))}")
     finally:
         for view in sources.values():
             conn.unregister(view)

@@ -1,12 +1,14 @@
-"""The rollups sequence_sums, kl_bins and token_sums, and tokens' per-intervention metrics: exact rows from a
-hand-made shard, replaced on a retried shard, filled once on open for a lake from before them."""
+"""The rollups (sequence_sums, kl_bins, token_sums, loss_bins, cos_bins, gap_sums, gap_pair_sums) and tokens'
+per-intervention metrics: exact rows from a hand-made shard, replaced on a retried shard, filled once on open for
+a lake from before them."""
 
 from __future__ import annotations
 
+import duckdb
 import pyarrow as pa
 
 from schema import read
-from schema.relations import KL_BIN_COUNT, TOKEN_METRICS_SCHEMA
+from schema.relations import KL_BIN_COUNT, LOSS_BINS_SELECT, TOKEN_METRICS_SCHEMA
 from schema.store import Store
 from tests.schema.test_read import _tiny_shard
 
@@ -51,6 +53,45 @@ EXPECTED_TOKEN_METRICS = [
 ]
 
 
+# Sample-0 loss_delta at position 1: sae 0.75 -> bin floor((log10(0.75) + 6) * 40) = 235, eps_random 0.25 -> 215.
+LOSS_BINS = "SELECT intervention, bin, n, loss_delta_min, loss_delta_max, loss_delta_sum FROM loss_bins ORDER BY ALL"
+EXPECTED_LOSS_BINS = [("eps_random", 215, 1, 0.25, 0.25, 0.25), ("sae", 235, 1, 0.75, 0.75, 0.75)]
+
+# Every draw at an intervened token, binned on 1 - cos_sim: position 1 (cos 0.75 -> 0.25 -> bin 215), position 2
+# (cos 0.5 -> 0.5 -> bin 227) with both eps_random draws (kl 0 and 9).
+COS_BINS = (
+    "SELECT intervention, bin, n, n_sample0, kl_sum, kl_sq_sum, cos_sim_sum, cos_sim_min, cos_sim_max"
+    " FROM cos_bins ORDER BY ALL"
+)
+EXPECTED_COS_BINS = [
+    ("eps_random", 215, 1, 1, 0.125, 0.015625, 0.75, 0.75, 0.75),
+    ("eps_random", 227, 2, 1, 9.0, 81.0, 1.0, 0.5, 0.5),
+    ("sae", 215, 1, 1, 0.5, 0.25, 0.75, 0.75, 0.75),
+    ("sae", 227, 1, 1, 1.0, 1.0, 0.5, 0.5, 0.5),
+]
+
+# Gaps kl_sae - kl_eps_random (sample 0): 0.375 at position 1 (l0 12, norm 4, eps 1, cos 0.75), 1.0 at 2 (l0 20,
+# norm 5, eps 2, cos 0.5). Sums: n, y, y^2, then x, x^2, x*y for position, cos_sim, l0, norm, eps.
+GAP_SUMS = (
+    "SELECT n, sy, syy, sx_position, sxx_position, sxy_position, sx_cos_sim, sxx_cos_sim, sxy_cos_sim,"
+    " sx_l0, sxx_l0, sxy_l0, sx_norm, sxx_norm, sxy_norm, sx_eps, sxx_eps, sxy_eps FROM gap_sums"
+)
+EXPECTED_GAP_SUMS = [
+    (2, 1.375, 1.140625, 3.0, 5.0, 2.375, 1.25, 0.8125, 0.78125, 32.0, 544.0, 24.5, 9.0, 41.0, 6.5, 3.0, 5.0, 2.375)
+]
+# One run: its pair with itself over both tokens.
+GAP_PAIR_SUMS = "SELECT run_a = run_b, n, sa, sb, saa, sbb, sab FROM gap_pair_sums"
+EXPECTED_GAP_PAIR_SUMS = [(True, 2, 1.375, 1.375, 1.140625, 1.140625, 1.140625)]
+
+# Rollup -> (its rows as read, the tiny shard's expected rows)
+NEW_ROLLUPS = {
+    "loss_bins": (LOSS_BINS, EXPECTED_LOSS_BINS),
+    "cos_bins": (COS_BINS, EXPECTED_COS_BINS),
+    "gap_sums": (GAP_SUMS, EXPECTED_GAP_SUMS),
+    "gap_pair_sums": (GAP_PAIR_SUMS, EXPECTED_GAP_PAIR_SUMS),
+}
+
+
 def rows(sql: str, store: Store) -> list[tuple]:
     return [tuple(row.values()) for row in read.query(sql, store=store).to_pylist()]
 
@@ -60,8 +101,25 @@ def test_rollups_exact_rows(tmp_store: Store) -> None:
     assert rows(SEQUENCE_SUMS, tmp_store) == EXPECTED_SEQUENCE_SUMS
     assert rows(KL_BINS, tmp_store) == EXPECTED_KL_BINS
     assert rows(TOKEN_SUMS, tmp_store) == EXPECTED_TOKEN_SUMS
-    for table in ("sequence_sums", "kl_bins", "token_sums"):
+    for table, (sql, expected) in NEW_ROLLUPS.items():
+        assert rows(sql, tmp_store) == expected, table
+    for table in ("sequence_sums", "kl_bins", "token_sums", "loss_bins", "cos_bins", "gap_sums"):
         assert rows(f"SELECT DISTINCT run_id, shard_id FROM {table}", tmp_store) == [(run_id, shard_id)]
+    assert rows("SELECT DISTINCT run_a, run_b, shard_id FROM gap_pair_sums", tmp_store) == [(run_id, run_id, shard_id)]
+
+
+def test_loss_bins_sign_and_clamp() -> None:
+    """Negative loss increases get bins -1 - log_bin(|x|); |x| below 1e-6 (zero too) bin 0 or -1; above 1e2 the last."""
+    values = "(VALUES (-0.25), (0.0), (-1e-9), (1e-9), (1e3), (-1e3)) v(loss_delta)"
+    source = f"(SELECT 1 AS run_id, 1 AS shard_id, 'sae' AS intervention, 0 AS sample, loss_delta FROM {values})"
+    got = duckdb.sql(LOSS_BINS_SELECT.format(interventions=source)).fetchall()
+    assert sorted((row[3], row[4]) for row in got) == [
+        (-KL_BIN_COUNT, 1),  # -1e3
+        (-216, 1),  # -0.25: -1 - 215
+        (-1, 1),  # -1e-9
+        (0, 2),  # 0 and 1e-9
+        (KL_BIN_COUNT - 1, 1),  # 1e3
+    ]
 
 
 def test_rollups_agree_with_the_records(tmp_store: Store) -> None:
@@ -82,6 +140,9 @@ def test_retried_shard_replaces_its_rollup_rows_and_token_metrics(tmp_store: Sto
     tmp_store.write_shard(job_id, shard_id, {run_id: (tokens, retry)})
     assert rows(SEQUENCE_SUMS, tmp_store) == [(0, "sae", 1, 1, 500.0, 1, 1.0, 1, 3.0)]
     assert rows(KL_BINS, tmp_store) == [("sae", KL_BIN_COUNT - 1, 1, 1, 500.0, 500.0)]  # above 1e2: last bin
+    assert rows(LOSS_BINS, tmp_store) == [("sae", 240, 1, 1.0, 1.0, 1.0)]  # 1.0: bin 240
+    assert rows(COS_BINS, tmp_store) == [("sae", 215, 1, 1, 500.0, 250000.0, 0.75, 0.75, 0.75)]
+    assert rows(GAP_SUMS, tmp_store) == rows(GAP_PAIR_SUMS, tmp_store) == []  # no eps_random left: no gap
     assert rows(f"{TOKEN_METRICS} ORDER BY position", tmp_store) == [  # tokens' metrics replaced too
         (0, None, None, None, None, None),
         (1, 500.0, 1.0, None, None, None),
@@ -91,12 +152,14 @@ def test_retried_shard_replaces_its_rollup_rows_and_token_metrics(tmp_store: Sto
 
 def test_rollups_filled_once_on_open_for_an_older_lake(tmp_store: Store) -> None:
     _tiny_shard(tmp_store)
-    for table in ("sequence_sums", "kl_bins", "token_sums"):  # a lake from before the rollups
+    for table in ("sequence_sums", "kl_bins", "token_sums", *NEW_ROLLUPS):  # a lake from before the rollups
         tmp_store.execute_write(f"DROP TABLE {table}")
     with Store.open(tmp_store.config) as reopened:
         assert rows(SEQUENCE_SUMS, reopened) == EXPECTED_SEQUENCE_SUMS
         assert rows(KL_BINS, reopened) == EXPECTED_KL_BINS
         assert rows(TOKEN_SUMS, reopened) == EXPECTED_TOKEN_SUMS
+        for table, (sql, expected) in NEW_ROLLUPS.items():
+            assert rows(sql, reopened) == expected, table
     with Store.open(tmp_store.config) as again:  # filled once: a second open adds nothing
         assert rows(KL_BINS, again) == EXPECTED_KL_BINS
 
