@@ -16,6 +16,7 @@ PAGES = (
     ("views/tokens.py", "Tokens", ":material/text_fields:"),
     ("views/single_token.py", "Single-token jobs", ":material/timeline:"),
     ("views/context.py", "One context", ":material/zoom_in:"),
+    ("views/gap_sources.py", "Where does the gap come from?", ":material/call_split:"),
     ("views/sql_console.py", "SQL console", ":material/terminal:"),
 )
 

@@ -1,0 +1,18 @@
+"""The 'Where does the gap come from?' page on the fixture store (no error parts, no joint run) and on
+the joint module's planted store."""
+
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+from tests.fixture_store import Fixture
+from tests.ui.conftest import APP
+
+
+def test_page_says_how_to_get_each_measurement_when_the_job_has_none(ui_store: Fixture) -> None:
+    app = AppTest.from_file(str(APP), default_timeout=120).run()
+    app.switch_page("views/gap_sources.py").run()
+    assert not app.exception, app.exception
+    infos = " ".join(info.value for info in app.info)
+    assert "sae_error_linear" in infos and "--joint" in infos
+    assert [s.value for s in app.subheader] == ["The error's linear and nonlinear parts", "All SAEs spliced at once"]
