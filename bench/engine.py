@@ -11,6 +11,12 @@ shared and noisy: compare ratios from one run, not absolute figures across runs)
   then every (intervention, sample) batch from its hook's layer on; no SAE, no KL.
 - run_evals: sae_lens.evals.run_evals per SAE (KL + CE for the SAE and zero ablation)
   against saegap doing that same work (interventions sae + zero_ablation).
+- single token (--single-token): P = 48, W = 16, 100 samples: the full recomputation of
+  positions 0..P+W (EngineSettings.reuse_prefix=False, the path before keys were reused),
+  saegap (positions P..P+W over the clean keys/values before P), and the bound of the latter
+  (a clean pass, then plain block passes over P..P+W with the cached keys/values and logits).
+- memory (--memory): peak RSS of one pass over the shards with the job's memory budget,
+  measured with resource.getrusage in this process (run one configuration per process).
 
     python bench/engine.py --model demo --sae demo-res --sequences 64
 """
@@ -18,13 +24,17 @@ shared and noisy: compare ratios from one run, not absolute figures across runs)
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
+from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
-from schema.spec import JobSpec
+from schema.spec import JobSpec, SingleTokenScope
 from worker.engine import EngineSettings, Target, encode_decode, evaluate_batch, intervened_mask
 from worker.evaluate import PreparedJob, prepare_job, shard_ranges
 from worker.interventions import INTERVENTIONS, Noise, Splice
@@ -32,6 +42,7 @@ from worker.loading import as_tensor
 from worker.peers import saelens_kl_and_ce
 
 REPEATS = 3
+ROWS_TOKENS = 16_384  # tokens per plain pass in the bounds (the old default max_tokens_per_pass)
 
 
 def timed(work: Callable[[], object]) -> float:
@@ -85,7 +96,7 @@ def bound(job: PreparedJob, targets: list[Target], settings: EngineSettings) -> 
     for start, end in shard_ranges(len(job.tokens), job.spec.sequences_per_shard):
         tokens = as_tensor(job.tokens[start:end], model.cfg.device)
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-        rows = max(1, settings.max_tokens_per_pass // tokens.shape[1])
+        rows = max(1, ROWS_TOKENS // tokens.shape[1])
         for target in targets:
             resid = cache[f"blocks.{target.hook.layer}.hook_resid_pre"]
             stacked = resid.repeat(n_variants, 1, 1)  # (K * B, P, D)
@@ -125,6 +136,82 @@ def report_run_evals(job: PreparedJob) -> None:
           f"run_evals {t_evals:.2f} s, run_evals / saegap = {t_evals / t_saegap:.2f}x")  # fmt: skip
 
 
+def short_bound(job: PreparedJob, targets: list[Target], settings: EngineSettings) -> None:
+    """Single token: a clean pass over 0..P+W, then plain passes over P..P+W from each hook's block with the clean
+    keys/values of positions < P (TransformerLens cache entries), ln_final and logits; no SAE, no metrics."""
+    model, n_variants, scope = job.model, len(variants(settings)), settings.scope
+    first, end = scope.position, scope.position + scope.window + 1
+    low = min(t.hook.layer for t in targets)
+    names = {f"blocks.{t.hook.layer}.hook_resid_pre" for t in targets}
+    names |= {f"blocks.{layer}.attn.hook_{kind}" for layer in range(low, model.cfg.n_layers) for kind in "kv"}
+    for start, stop in shard_ranges(len(job.tokens), job.spec.sequences_per_shard):
+        tokens = as_tensor(job.tokens[start:stop, :end], model.cfg.device)
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+        rows = max(1, ROWS_TOKENS // (end - first))
+        for target in targets:
+            resid = cache[f"blocks.{target.hook.layer}.hook_resid_pre"][:, first:].repeat(n_variants, 1, 1)
+            for r0 in range(0, resid.shape[0], rows):
+                chunk = resid[r0 : r0 + rows]
+                seqs = torch.arange(r0, r0 + chunk.shape[0], device=chunk.device) % tokens.shape[0]
+                for layer in range(target.hook.layer, model.cfg.n_layers):
+                    entry = TransformerLensKeyValueCacheEntry(
+                        cache[f"blocks.{layer}.attn.hook_k"][seqs, :first],
+                        cache[f"blocks.{layer}.attn.hook_v"][seqs, :first],
+                        frozen=True,
+                    )
+                    chunk = model.blocks[layer](chunk, past_kv_cache_entry=entry)
+                model.unembed(model.ln_final(chunk))
+
+
+def report_single_token(job: PreparedJob, target: Target, position: int, window: int, samples: int) -> None:
+    """Full recomputation vs reused keys/values vs their bound, alternating (one repeat of each, REPEATS times)."""
+    new = replace(job.settings, scope=SingleTokenScope(position=position, window=window), samples=samples)
+    old = replace(new, reuse_prefix=False)
+    works = {
+        "full recomputation": lambda: saegap(job, [target], old),
+        "saegap (reused keys/values)": lambda: saegap(job, [target], new),
+        "bound (plain passes over P..P+W)": lambda: short_bound(job, [target], new),
+    }
+    best = {name: float("inf") for name in works}
+    for _ in range(REPEATS):
+        for name, work in works.items():
+            best[name] = min(best[name], timed_once(work))
+    n = len(job.tokens) * (window + 1) * len(variants(new))
+    t_old, t_new, t_bound = best.values()
+    print(f"\nsingle token {target.hook.name}, P = {position}, W = {window}, {samples} samples "
+          f"({len(variants(new))} variants), {len(job.tokens)} sequences, load {os.getloadavg()[0]:.1f}:\n"
+          f"| path | time | token-interventions/s |\n|---|---|---|\n"
+          f"| full recomputation (before) | {t_old:.2f} s ({t_old / t_new:.2f}x saegap) | {n / t_old:,.0f} |\n"
+          f"| saegap, reused keys/values | {t_new:.2f} s ({t_new / t_bound:.2f}x bound) | {n / t_new:,.0f} |\n"
+          f"| bound over P..P+W | {t_bound:.2f} s | {n / t_bound:,.0f} |", flush=True)  # fmt: skip
+
+
+def timed_once(work: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        work()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def report_memory(job: PreparedJob) -> None:
+    """Peak RSS of one pass over the shards, against the RSS after loading and the budget."""
+    loaded = _peak_rss()
+    elapsed = timed_once(lambda: saegap(job, job.targets, job.settings))
+    peak, budget = _peak_rss(), job.settings.memory_budget
+    cfg = job.model.cfg
+    print(f"memory: vocabulary {cfg.d_vocab}, d_model {cfg.d_model}, {len(job.tokens)} sequences x "
+          f"{job.tokens.shape[1]}, scope {job.spec.scope.kind}, budget {budget / 2**30:.2f} GiB: peak RSS "
+          f"{peak / 2**30:.2f} GiB, after loading {loaded / 2**30:.2f} GiB, engine {(peak - loaded) / 2**30:.2f} GiB "
+          f"({(peak - loaded) / budget:.0%} of the budget), {elapsed:.1f} s, load {os.getloadavg()[0]:.1f}",
+          flush=True)  # fmt: skip
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="demo")
@@ -135,13 +222,24 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--skip-naive", action="store_true", help="the naive loop is slow on big models")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="best of N runs per figure")
+    parser.add_argument("--single-token", action="store_true", help="only the single-token row (P 48, W 16)")
+    parser.add_argument("--samples", type=int, default=100, help="single token: draws per random intervention")
+    parser.add_argument("--memory", action="store_true", help="only the peak-RSS run (all-token, the job's budget)")
+    parser.add_argument("--budget", type=int, default=None, help="memory_budget_bytes (default: JobSpec's)")
     args = parser.parse_args()
     globals()["REPEATS"] = args.repeats
+    budget = {} if args.budget is None else {"memory_budget_bytes": args.budget}
     spec = JobSpec(
         model=args.model, saes=args.sae or ["demo-res"], tokens=args.tokens, n_sequences=args.sequences,
-        sequences_per_shard=args.per_shard, device=args.device,
+        sequences_per_shard=args.per_shard, device=args.device, **budget,
     )  # fmt: skip
     job = prepare_job(spec)
+    if args.memory:
+        report_memory(job)
+        return
+    if args.single_token:
+        report_single_token(job, job.targets[len(job.targets) // 2], 48, 16, args.samples)
+        return
     print(f"model {spec.model} on {job.model.cfg.device}, {len(job.targets)} SAEs, {args.sequences} x "
           f"{job.tokens.shape[1]} tokens, {len(variants(job.settings))} interventions, torch threads "
           f"{torch.get_num_threads()}\n")  # fmt: skip

@@ -105,7 +105,7 @@ class CleanPass:
 class CleanProbs:
     """The clean next-token distribution of some sequences at the recorded positions."""
 
-    logp: Float[Tensor, "seqs rec vocab"]
+    logits: Float[Tensor, "seqs rec vocab"]  # float32, softcapped
     p: Float[Tensor, "seqs rec vocab"]
     lse: Float[Tensor, "seqs rec"]  # logsumexp of the clean logits
     loss: Float[Tensor, "seqs rec"]  # -log P(next token); NaN where the context ends
@@ -440,16 +440,17 @@ def _unembed(model: HookedTransformer, normed: Float[Tensor, "n d_model"], vocab
 def clean_probs(
     model: HookedTransformer, final: Float[Tensor, "seqs rec d_model"], next_tokens: Int[Tensor, "seqs rec"]
 ) -> CleanProbs:
-    """Clean log-probabilities, probabilities, logsumexp and loss; temporaries one sequence at a time."""
+    """Clean logits, probabilities, logsumexp and loss; temporaries one sequence at a time."""
     seqs, rec, _ = final.shape
-    logp = _unembed(model, _normed(model, final).flatten(0, 1), slice(None)).unflatten(0, (seqs, rec))
-    picked = logp.gather(-1, next_tokens.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    lse = torch.empty_like(picked)
-    for i, row in enumerate(logp):  # (R, V), in place: logits -> log p
+    logits = _unembed(model, _normed(model, final).flatten(0, 1), slice(None)).unflatten(0, (seqs, rec))
+    p = torch.empty_like(logits)
+    lse = torch.empty(seqs, rec, device=logits.device)
+    for i, row in enumerate(logits):  # (R, V)
         lse[i] = torch.logsumexp(row, -1)
-        row.sub_(lse[i].unsqueeze(-1))
+        torch.sub(row, lse[i].unsqueeze(-1), out=p[i]).exp_()
+    picked = logits.gather(-1, next_tokens.clamp_min(0).unsqueeze(-1)).squeeze(-1)
     loss = (lse - picked).masked_fill(next_tokens < 0, float("nan"))
-    return CleanProbs(logp, logp.exp(), lse, loss)
+    return CleanProbs(logits, p, lse, loss)
 
 
 def block_metrics(
@@ -461,29 +462,64 @@ def block_metrics(
 ) -> tuple[Float[Tensor, "variants seqs rec"], Float[Tensor, "variants seqs rec"]]:
     """KL(P_clean || Q) and -log Q(next) of a block's rows (variant-major), over the vocabulary in chunks.
 
-    With u = logits_Q - logsumexp(logits_P), log Q = u - logsumexp(u), so
-    KL = sum_v p (log p - u) + logsumexp(u) and -log Q(next) = logsumexp(u) - u_next. Each
-    chunk adds to sum p (log p - u) (a difference of logits: exact where Q = P) and to a
-    running logsumexp; no vocabulary-wide log Q is ever made. Positions are the bmm batch and
-    variants its rows, so p broadcasts over the variants without copies.
+    With d = logits_Q - logits_P (exactly 0 where nothing changed), log q = log p + d - log E_p[e^d], so
+    KL = log E_p[e^d] - E_p[d] and -log Q(next) = -log P(next) - d_next + log E_p[e^d].
+    Both expectations add up chunk by chunk, as bmm's over positions with the variants as rows
+    (p broadcasts over variants uncopied), so no vocabulary-wide log Q is ever made. Where e^d
+    overflows or E_p[e^d] underflows (a logit moved by ~88), the block is redone in the
+    max-shifted form (`_stable_metrics`).
+    """
+    seqs, rec = probs.lse.shape
+    n, variants = seqs * rec, final.shape[0] // seqs
+    normed = _normed(model, final).unflatten(0, (variants, seqs)).permute(1, 2, 0, 3).reshape(n * variants, -1)
+    logits, p = probs.logits.view(n, 1, -1), probs.p.view(n, -1, 1)
+    nxt = next_tokens.clamp_min(0).view(n, 1, 1).expand(n, variants, 1)
+    mean_d, mean_exp, d_next = (torch.zeros(n, variants, device=final.device) for _ in range(3))
+    for c0 in range(0, logits.shape[-1], vocab_chunk):
+        d = _unembed(model, normed, slice(c0, c0 + vocab_chunk)).view(n, variants, -1)  # (n, k, c)
+        chunk = slice(c0, c0 + d.shape[-1])
+        d.sub_(logits[..., chunk])
+        mean_d += torch.bmm(d, p[:, chunk]).squeeze(-1)
+        d_next += _gather_in_chunk(d, nxt - c0)
+        mean_exp += torch.bmm(d.exp_(), p[:, chunk]).squeeze(-1)
+    log_mean_exp = mean_exp.log()
+    if not bool(torch.isfinite(log_mean_exp).all()):
+        return _stable_metrics(model, normed, probs, next_tokens, vocab_chunk)
+    kl = log_mean_exp - mean_d
+    loss = (probs.loss.view(n, 1) - d_next + log_mean_exp).masked_fill(next_tokens.view(n, 1) < 0, float("nan"))
+    return kl.view(seqs, rec, variants).permute(2, 0, 1), loss.view(seqs, rec, variants).permute(2, 0, 1)
+
+
+def _gather_in_chunk(values: Float[Tensor, "n k c"], local: Int[Tensor, "n k 1"]) -> Float[Tensor, "n k"]:
+    """values at `local` where it falls inside this chunk, else 0."""
+    inside = (local >= 0) & (local < values.shape[-1])
+    return torch.where(inside, values.gather(-1, local.clamp(0, values.shape[-1] - 1)), 0.0).squeeze(-1)
+
+
+def _stable_metrics(
+    model: HookedTransformer,
+    normed: Float[Tensor, "rows d_model"],
+    probs: CleanProbs,
+    next_tokens: Int[Tensor, "seqs rec"],
+    vocab_chunk: int,
+) -> tuple[Float[Tensor, "variants seqs rec"], Float[Tensor, "variants seqs rec"]]:
+    """`block_metrics` with u = logits_Q - logsumexp(logits_P) and a running max-shifted logsumexp of u.
+
+    KL = sum_v p (log p - u) + logsumexp(u), -log Q(next) = logsumexp(u) - u_next.
     """
     seqs, rec = probs.lse.shape
     n = seqs * rec
-    variants = final.shape[0] // seqs
-    normed = _normed(model, final).unflatten(0, (variants, seqs)).permute(1, 2, 0, 3).reshape(n * variants, -1)
-    logp, p, lse = probs.logp.view(n, 1, -1), probs.p.view(n, -1, 1), probs.lse.view(n, 1, 1)
+    variants = normed.shape[0] // n
+    logp = (probs.logits - probs.lse.unsqueeze(-1)).view(n, 1, -1)
+    p, lse = probs.p.view(n, -1, 1), probs.lse.view(n, 1, 1)
     nxt = next_tokens.clamp_min(0).view(n, 1, 1).expand(n, variants, 1)
-    gap = torch.zeros(n, variants, device=final.device)
+    gap = torch.zeros(n, variants, device=normed.device)
     top, total, picked = torch.full_like(gap, -torch.inf), torch.zeros_like(gap), torch.zeros_like(gap)
     for c0 in range(0, logp.shape[-1], vocab_chunk):
         u = _unembed(model, normed, slice(c0, c0 + vocab_chunk)).view(n, variants, -1).sub_(lse)  # (n, k, c)
         chunk = slice(c0, c0 + u.shape[-1])
-        diff = u.neg_().add_(logp[..., chunk])  # log p - u, in place
-        gap += torch.bmm(diff, p[:, chunk]).squeeze(-1)
-        u = diff.neg_().add_(logp[..., chunk])  # u again
-        local = nxt - c0
-        inside = (local >= 0) & (local < u.shape[-1])
-        picked += torch.where(inside, u.gather(-1, local.clamp(0, u.shape[-1] - 1)), 0.0).squeeze(-1)
+        gap += torch.bmm(logp[..., chunk] - u, p[:, chunk]).squeeze(-1)
+        picked += _gather_in_chunk(u, nxt - c0)
         new_top = torch.maximum(top, u.amax(-1))
         total = total * torch.exp(top - new_top) + u.sub_(new_top.unsqueeze(-1)).exp_().sum(-1)
         top = new_top

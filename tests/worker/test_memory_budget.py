@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pyarrow.compute as pc
 import pytest
@@ -12,10 +14,12 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from schema.spec import DEFAULT_MEMORY_BUDGET_BYTES, AllTokenScope, JobSpec, SingleTokenScope
 from tests.worker.conftest import CONTEXT, random_tokens, settings
 from tests.worker.test_engine import target_at
+from worker import engine
 from worker.budget import plan_blocks
 from worker.engine import Window, batch_shape, evaluate_batch
 from worker.errors import BadInput
 from worker.evaluate import prepare_job
+from worker.interventions import INTERVENTIONS
 
 BIG_VOCAB = 4096
 SMALL_BUDGET = 2 * 2**20  # forces vocabulary chunks on BIG_VOCAB (see test_small_budget_chunks_the_vocabulary)
@@ -120,3 +124,27 @@ def test_budget_reaches_the_engine(tiny_assets):
     )  # fmt: skip
     job_settings = prepare_job(spec).settings
     assert job_settings.memory_budget == 3 * 2**20 and job_settings.max_tokens_per_pass == 256
+
+
+def test_logits_moved_beyond_exp_range_take_the_stable_form(big_vocab_model, monkeypatch):
+    """With the unembedding x 300, zero ablation moves logits by far more than 88: e^d overflows, and the
+    max-shifted form gives the KL of a direct log_softmax."""
+    model = copy.deepcopy(big_vocab_model)
+    with torch.no_grad():
+        model.unembed.W_U.mul_(300.0)
+    target, tokens = target_at(model, "blocks.2.hook_resid_pre"), random_tokens()
+    only = {"zero_ablation": INTERVENTIONS["zero_ablation"]}
+    calls = []
+    stable = engine._stable_metrics
+    monkeypatch.setattr(engine, "_stable_metrics", lambda *args: calls.append(1) or stable(*args))
+    records = evaluate_batch(model, [target], tokens, torch.arange(4), settings(interventions=only))[0]
+    hook = lambda act, hook: torch.where(tokens[..., None] == 0, act, torch.zeros_like(act))  # noqa: E731
+    with torch.no_grad():
+        clean = model(tokens)
+        patched = model.run_with_hooks(tokens, fwd_hooks=[(target.hook.name, hook)])
+    assert float((patched - clean).max()) > 100
+    logp, logq = torch.log_softmax(clean.double(), -1), torch.log_softmax(patched.double(), -1)
+    kl = (logp.exp() * (logp - logq)).sum(-1)[tokens != 0].numpy()
+    got = records.interventions.sort_by([("sequence", "ascending"), ("position", "ascending")])["kl"].to_numpy()
+    assert calls and np.isfinite(got).all()
+    np.testing.assert_allclose(got, kl, rtol=1e-3, atol=1e-3)
