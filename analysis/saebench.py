@@ -78,7 +78,8 @@ def _metrics(verdict: pd.Series, core: dict[str, Any]) -> dict[str, dict[str, An
 def _config(spec: Any, params: VerdictParams) -> dict[str, Any]:
     scope = spec.scope
     return {
-        "model_name": spec.model, "dataset": spec.tokens, "n_sequences": spec.n_sequences, "scope": scope.kind,
+        "model_name": spec.model, "dataset": spec.tokens or "SAE's dataset",  # None: the SAE's own
+        "n_sequences": spec.n_sequences, "scope": scope.kind,
         "include_special_tokens": getattr(scope, "include_special_tokens", None),
         "target_position": getattr(scope, "position", None), "window": getattr(scope, "window", None),
         "interventions": list(spec.interventions), "samples": spec.samples, "seed": spec.seed, "dtype": spec.dtype,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The one list of intervention names (docs/method.md §2). The worker's registry maps each
 # name to its formula; tests check the two agree.
@@ -91,7 +91,16 @@ class JobSpec(_Strict):
         description="default: the seed's ten; the error parts (sae_error_linear, ...) are opt-in",
     )
     samples: int = Field(default=1, ge=1, le=10_000, description="draws per random intervention per token")
-    tokens: str = Field(default="demo", min_length=1, description="token set name or path to a .npy of token ids")
+    tokens: str | None = Field(
+        default=None,
+        min_length=1,
+        description="None: the SAE's own dataset (cfg.metadata.dataset_path); else a bundled token set, a .npy "
+        "of token ids, a .txt/.jsonl/.parquet file, a datasets.save_to_disk dir or a Hub dataset (docs/engine.md)",
+    )
+    text_column: str = Field(default="text", min_length=1, description="the text column of a dataset token source")
+    context_size: int | None = Field(
+        default=None, ge=2, description="row length for text sources; None: the SAE's metadata.context_size"
+    )
     n_sequences: int | None = Field(default=None, ge=1, description="first N sequences of the token set; None: all")
     sequences_per_shard: int = Field(default=32, ge=1)
     fit_sequences: int = Field(default=64, ge=2, description="sequences used to fit the mean/covariance baselines")
@@ -120,6 +129,12 @@ class JobSpec(_Strict):
         description="deprecated (specs stored before memory_budget_bytes carry it): also caps the tokens of "
         "one patched pass",
     )
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _blank_tokens_are_none(cls, value: object) -> object:
+        """An empty token-set field (the UI's blank box) means the SAE's own dataset."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _no_repeats(self) -> JobSpec:

@@ -114,3 +114,27 @@ class SaeEntry(_Referent, Base):
 
 class TokenSetEntry(_Referent, Base):
     __tablename__ = "token_sets"
+
+
+def record_token_set(config: Any, name: str, source: str, meta: dict[str, Any]) -> bool:
+    """Catalogue a cached token set (worker/token_sources.py) in token_sets, once per name.
+
+    `config` is a schema.config.StoreConfig. False when this store has no job database yet (a
+    SQLite store not created here): the cached array stands without its row.
+    """
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.orm import Session
+
+    if config.database_url is None and not (config.data_dir / "jobs.sqlite").exists():
+        return False
+    engine = create_engine(config.job_database_url())
+    try:
+        with Session(engine) as session, session.begin():
+            if session.scalar(select(TokenSetEntry.id).where(TokenSetEntry.name == name)) is None:
+                session.add(TokenSetEntry(name=name, source=source, meta=meta))
+    except IntegrityError:  # another worker recorded it between the check and the insert
+        pass
+    finally:
+        engine.dispose()
+    return True

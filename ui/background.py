@@ -36,7 +36,8 @@ def preflight(spec: JobSpec) -> list[str]:
 
     problems = [_unknown_sae(entry, registry()["releases"]) for entry in spec.saes]
     try:
-        open_token_set(spec.tokens, mmap=True)
+        if spec.tokens is not None and spec.tokens.endswith(".npy"):  # text is read when the job prepares
+            open_token_set(spec.tokens, mmap=True)
     except BadInput as error:
         problems.append(str(error))
     problems.append(refusal(spec))

@@ -37,6 +37,7 @@ from worker.loading import (
     resolve_saes,
     special_token_ids,
 )
+from worker.token_sources import is_array_name, job_token_set
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class PreparedJob:
     runs: list[RunInfo]
     tokens: Int[np.ndarray, "seq pos"]  # the job's sequences (first n_sequences of the set)
     settings: EngineSettings
+    warnings: tuple[str, ...] = ()  # e.g. a bare .npy's unknown tokenizer (worker/token_sources.py)
 
 
 def prepare_job(spec: JobSpec) -> PreparedJob:
@@ -61,7 +63,8 @@ def prepare_job(spec: JobSpec) -> PreparedJob:
     The cheap checks (token file, n_sequences, target position) run before anything is
     loaded. Raises BadInput naming the first problem; nothing has been written at that point.
     """
-    tokens = job_tokens(spec)
+    if spec.tokens is not None and is_array_name(spec.tokens):
+        job_tokens(spec, load_token_set(spec.tokens))  # a token file's checks, before anything loads
     device = resolve_device(spec.device)
     refs = [ref for entry in spec.saes for ref in resolve_saes(entry)]
     saes = [load_sae(ref, device, spec.dtype) for ref in refs]
@@ -73,6 +76,11 @@ def prepare_job(spec: JobSpec) -> PreparedJob:
         check_fit(sae, hook, model, spec.model)
         if hook.point == "attn_z":
             sae.turn_off_forward_pass_hook_z_reshaping()  # the engine flattens heads itself
+    token_set = job_token_set(
+        spec.tokens, saes, model, spec.model, text_column=spec.text_column, context_size=spec.context_size,
+        limit=spec.n_sequences,
+    )  # fmt: skip
+    tokens = job_tokens(spec, token_set.tokens, token_set.source)
     _check_tokens_fit(tokens, model)
     special = tuple(special_token_ids(model))
     stats = fit_stats(model, hooks, tokens[: spec.fit_sequences], special)
@@ -84,7 +92,8 @@ def prepare_job(spec: JobSpec) -> PreparedJob:
     runs = [_run_info(spec, *run) for run in zip(refs, saes, hooks, fits, strict=True)]
     if spec.joint:  # the last run: every SAE at once (key len(targets))
         runs.append(_joint_run_info(runs))
-    return PreparedJob(spec, model, targets, runs, tokens, _settings(spec, special))
+    warnings = (token_set.warning,) if token_set.warning else ()
+    return PreparedJob(spec, model, targets, runs, tokens, _settings(spec, special), warnings)
 
 
 def evaluate_shard(job: PreparedJob, seq_start: int, seq_end: int) -> list[RunRecords]:
@@ -135,12 +144,14 @@ def _hook_of(sae: SAE[Any]) -> HookPoint:
     return HookPoint.parse(hook_name)
 
 
-def job_tokens(spec: JobSpec) -> Int[np.ndarray, "seq pos"]:
-    """The job's sequences, checked against the spec before any model is loaded."""
-    tokens = load_token_set(spec.tokens)
+def job_tokens(
+    spec: JobSpec, tokens: Int[np.ndarray, "seq pos"], source: str | None = None
+) -> Int[np.ndarray, "seq pos"]:
+    """The job's sequences of its token set `tokens`, checked against the spec (n_sequences, position)."""
     if spec.n_sequences is not None:
         if spec.n_sequences > len(tokens):
-            raise BadInput(f"n_sequences={spec.n_sequences} but token set {spec.tokens!r} has {len(tokens)}")
+            name = source or spec.tokens
+            raise BadInput(f"n_sequences={spec.n_sequences} but token set {name!r} has {len(tokens)} sequences")
         tokens = tokens[: spec.n_sequences]
     if spec.scope.kind == "single_token" and spec.scope.position >= tokens.shape[1]:
         raise BadInput(f"target position {spec.scope.position} is beyond the context of {tokens.shape[1]} tokens")

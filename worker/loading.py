@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +27,6 @@ from transformers import PreTrainedTokenizerFast
 
 from worker.errors import BadInput, one_line
 from worker.hooks import HookPoint
-from worker.provided import MEMORY_PREFIX, provided_model
 from worker.registry import models_dir, open_token_set, registry
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class SaeRef:
 
 
 def resolve_saes(entry: str) -> list[SaeRef]:
-    """'release/sae_id', a whole 'release' (all its SAEs), or a local SAE directory."""
+    """'release/sae_id', 'release/<regex over its ids>', a whole 'release' (all its SAEs), or a local SAE directory."""
     if Path(entry).is_dir():
         return [SaeRef(name=entry, release=None, sae_id=None, path=Path(entry))]
     bundled = registry()["releases"]
@@ -57,11 +57,28 @@ def resolve_saes(entry: str) -> list[SaeRef]:
     return _saelens_refs(entry, release, sae_id)
 
 
+def select_ids(release: str, available: list[str], sae_id: str) -> list[str]:
+    """All of a release's ids (no sae_id), the one id, or those a regular expression matches in full
+    (e.g. 'blocks\\.[0-5]\\..*'), in the release's order; BadInput lists the ids when none match."""
+    if not sae_id:
+        return list(available)
+    if sae_id in available:
+        return [sae_id]
+    try:
+        pattern = re.compile(sae_id)
+    except re.error as error:
+        raise BadInput(f"release {release!r} has no SAE {sae_id!r} (nor is it a valid regex: {error})") from error
+    matched = [i for i in available if pattern.fullmatch(i)]
+    if not matched:
+        raise BadInput(
+            f"release {release!r} has no SAE {sae_id!r}; it has {', '.join(available)} "
+            "(a regular expression must match a whole id)"
+        )
+    return matched
+
+
 def _bundled_refs(release: str, info: dict[str, Any], sae_id: str) -> list[SaeRef]:
-    ids = [sae_id] if sae_id else list(info["saes"])
-    unknown = [i for i in ids if i not in info["saes"]]
-    if unknown:
-        raise BadInput(f"release {release!r} has no SAE {unknown[0]!r}; it has {', '.join(info['saes'])}")
+    ids = select_ids(release, list(info["saes"]), sae_id)
     root = models_dir() / info["path"]
     return [SaeRef(name=f"{release}/{i}", release=release, sae_id=i, path=root / i) for i in ids]
 
@@ -72,9 +89,7 @@ def _saelens_refs(entry: str, release: str, sae_id: str) -> list[SaeRef]:
     directory = get_pretrained_saes_directory()
     if release not in directory:
         raise BadInput(f"unknown SAE {entry!r}: not a local directory, a bundled release or a SAELens release")
-    ids = [sae_id] if sae_id else list(directory[release].saes_map)
-    if sae_id and sae_id not in directory[release].saes_map:
-        raise BadInput(f"SAELens release {release!r} has no SAE {sae_id!r}")
+    ids = select_ids(release, list(directory[release].saes_map), sae_id)
     return [SaeRef(name=f"{release}/{i}", release=release, sae_id=i, path=None) for i in ids]
 
 
@@ -112,9 +127,6 @@ def check_finite_weights(sae: SAE[Any], name: str) -> None:
 
 def load_model(name: str, device: str, dtype: str, from_pretrained_kwargs: dict[str, Any]) -> HookedTransformer:
     """A bundled name, a local model directory, or a TransformerLens name (no weight processing, like SAELens)."""
-    provided = provided_model(name)  # a caller's in-memory model (saegap.evaluate)
-    if provided is not None:
-        return provided
     bundled = registry()["models"]
     if name in bundled:
         return _load_model_dir(models_dir() / bundled[name]["path"], device, dtype)
@@ -224,8 +236,8 @@ def check_model_name(sae: SAE[Any], model_name: str) -> None:
     sae_model = sae.cfg.metadata.get("model_name")
     if sae_model is None or sae_model == model_name:
         return
-    if Path(model_name).is_dir() or model_name.startswith(MEMORY_PREFIX):  # a copy under another name
-        log.warning("SAE was trained on %r; evaluating it on model %s", sae_model, model_name)
+    if Path(model_name).is_dir():  # a local model may be a copy under another name
+        log.warning("SAE was trained on %r; evaluating it on local model %s", sae_model, model_name)
         return
     raise BadInput(f"SAE was trained on model {sae_model!r}, not {model_name!r}")
 

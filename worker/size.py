@@ -39,13 +39,24 @@ def estimate(spec: JobSpec) -> JobSize:
     """The job's size; BadInput when its token set cannot be read (the job itself will say why)."""
     from worker.interventions import INTERVENTIONS
 
-    shape = open_token_set(spec.tokens, mmap=True).shape
+    shape = _token_shape(spec)
     sequences = min(spec.n_sequences or shape[0], shape[0])
     positions = shape[1]
     if spec.scope.kind == "single_token":
         positions = max(0, min(spec.scope.position + spec.scope.window + 1, positions) - spec.scope.position)
     variants = sum(spec.samples if INTERVENTIONS[name].stochastic else 1 for name in spec.interventions)
     return JobSize(sequences, positions, sum(_run_count(entry) for entry in spec.saes), variants)
+
+
+# Text sources are tokenized when the job prepares; until then the estimate takes these.
+_TEXT_SEQUENCES, _TEXT_CONTEXT = 256, 128  # worker/token_sources.py STREAMED_SEQUENCES, SAELens's context_size
+
+
+def _token_shape(spec: JobSpec) -> tuple[int, int]:
+    """A bundled set's or .npy's shape; for text (or the SAE's dataset) n_sequences x context_size, or defaults."""
+    if spec.tokens is not None and (spec.tokens in registry()["token_sets"] or spec.tokens.endswith(".npy")):
+        return open_token_set(spec.tokens, mmap=True).shape
+    return spec.n_sequences or _TEXT_SEQUENCES, spec.context_size or _TEXT_CONTEXT
 
 
 def _run_count(entry: str) -> int:

@@ -49,7 +49,7 @@ def _spec_fields() -> dict[str, Any]:
     scope = _scope_form()
     interventions = st.multiselect("Interventions", INTERVENTION_NAMES, default=list(DEFAULTS.interventions))
     left, middle, right = st.columns(3)
-    tokens = left.text_input("Token set", DEFAULTS.tokens, help=JobSpec.model_fields["tokens"].description)
+    tokens = left.text_input("Token set", DEFAULTS.tokens or "", help=JobSpec.model_fields["tokens"].description)
     n_sequences = middle.number_input("Sequences (0 = all)", min_value=0, value=0)
     samples = right.number_input("Samples per random intervention", min_value=1, max_value=10_000, value=1)
     left, middle, right = st.columns(3)
