@@ -5,6 +5,8 @@ Local default: everything under one data directory (`SAEGAP_DATA`, else
 `lake/` (Parquet). Deployments set `SAEGAP_DATABASE_URL` (a SQLAlchemy PostgreSQL URL:
 job tables and the DuckLake catalog share that database, the catalog in schema
 `ducklake`) and `SAEGAP_DATA_PATH` (a local directory or an s3:// URL for Parquet).
+The read processes of schema.read take `SAEGAP_READ_DATABASE_URL` (a SELECT-only role),
+`SAEGAP_READ_MEMORY_LIMIT` and `SAEGAP_READ_PROCESSES` (docs/security.md).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import URL, make_url
 
 LAKE_ALIAS = "lake"  # name the DuckLake is attached under in every DuckDB connection
@@ -27,6 +29,11 @@ class StoreConfig(BaseModel):
     data_dir: Path = Path("saegap-data")
     database_url: str | None = None  # SQLAlchemy URL; None: SQLite files in data_dir
     data_path: str | None = None  # Parquet location; None: data_dir/lake
+    # The read processes of schema.read (docs/security.md): the PostgreSQL URL they open the catalog with
+    # (a role with SELECT on the catalog schema; None: database_url), the memory each may use, how many.
+    read_database_url: str | None = None
+    read_memory_limit: str = "4GiB"
+    read_processes: int = Field(default=4, ge=1)
 
     @classmethod
     def from_env(cls) -> StoreConfig:
@@ -34,6 +41,9 @@ class StoreConfig(BaseModel):
             data_dir=Path(os.environ.get("SAEGAP_DATA", "saegap-data")),
             database_url=os.environ.get("SAEGAP_DATABASE_URL") or None,
             data_path=os.environ.get("SAEGAP_DATA_PATH") or None,
+            read_database_url=os.environ.get("SAEGAP_READ_DATABASE_URL") or None,
+            read_memory_limit=os.environ.get("SAEGAP_READ_MEMORY_LIMIT") or "4GiB",
+            read_processes=int(os.environ.get("SAEGAP_READ_PROCESSES") or 4),
         )
 
     @property
@@ -71,6 +81,18 @@ class StoreConfig(BaseModel):
         if not self.uses_postgres:
             raise ValueError(f"SAEGAP_DATABASE_URL must be a PostgreSQL URL, got backend {url.get_backend_name()!r}")
         return f"ducklake:postgres:{_libpq_conninfo(url)}"
+
+    def reader_config(self) -> tuple[StoreConfig, str | None]:
+        """What a read process opens the lake with: this config with the catalog URL (read_database_url, else
+        database_url) stripped of its password, and the password apart. The read process hands it to libpq as
+        PGPASSWORD, so no ATTACH string, and nothing duckdb_databases() shows, carries it."""
+        if self.database_url is None:  # a local store: no credentials
+            return self, None
+        parsed = make_url(self.read_database_url or self.database_url)
+        stripped = URL.create(
+            parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database, parsed.query
+        ).render_as_string(hide_password=False)
+        return self.model_copy(update={"database_url": stripped, "read_database_url": None}), parsed.password
 
     def catalog_label(self) -> str:
         """The lake catalog for messages: the SQLite file, or the PostgreSQL URL without its password."""

@@ -62,3 +62,15 @@ class ObjectStoreError(StoreError):
 
 class StoreOpenError(StoreError):
     """A store that cannot be opened: its catalog is unreadable, or its files are not where they are expected."""
+
+
+class ResultSizeError(StoreError):
+    """A read query whose result is larger (in bytes) than the caller's max_bytes."""
+
+
+class MemoryLimitError(StoreError, MemoryError):
+    """A read query that needed more memory than the read processes' limit (SAEGAP_READ_MEMORY_LIMIT)."""
+
+
+class ReadProcessError(StoreError):
+    """A read process that could not start, or that ended while running a query."""

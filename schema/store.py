@@ -96,7 +96,8 @@ class Store(JobTables):
         return self._writer
 
     def reader(self) -> duckdb.DuckDBPyConnection:
-        """The read-only lake connection; schema.read.query runs each query on a cursor of it."""
+        """A read-only lake connection in this process, for the store's own code. Statements from users go
+        through schema.read.query, which runs them in separate read processes instead (docs/security.md)."""
         if self._reader is None:
             self._reader = lake.connect(self.config, read_only=True)
             lake.confine(self._reader, self.config)

@@ -1,11 +1,14 @@
 """saegap's Streamlit app: one page per question of the seed, plus jobs and a SQL console.
 
-Run with `saegap ui`; pages live in ui/views/ and read only through ui/data.py.
+Run with `saegap ui` (`--read-only` for a shared deployment); pages live in ui/views/ and read only
+through ui/data.py.
 """
 
 from __future__ import annotations
 
 import streamlit as st
+
+from ui.deployment import read_only
 
 # (file, title, icon) in the seed's order (docs/method.md §1.5); the Jobs page comes first.
 PAGES = (
@@ -29,4 +32,6 @@ st.set_option("client.toolbarMode", "viewer")  # no Deploy button or developer m
 st.set_page_config(page_title="saegap", page_icon=":material/troubleshoot:", layout="wide",
                    menu_items={"About": ABOUT, "Get help": None, "Report a bug": None})  # fmt: skip
 navigation = st.navigation([st.Page(path, title=title, icon=icon) for path, title, icon in PAGES])
+if read_only():  # saegap ui --read-only: no job submission or cancel (ui/deployment.py)
+    st.sidebar.caption("Read-only deployment: jobs are listed, not submitted or cancelled here.")
 navigation.run()

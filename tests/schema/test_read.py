@@ -157,7 +157,7 @@ def test_writes_and_non_reads_are_refused_and_change_nothing(tmp_store: Store) -
 
 
 def test_reader_cannot_reach_files_outside_the_store(tmp_store: Store) -> None:
-    with pytest.raises(Exception, match="disabled by configuration"):
+    with pytest.raises(WriteRefusedError, match="read_csv"):
         read.query("SELECT * FROM read_csv('/etc/passwd')", store=tmp_store)
 
 

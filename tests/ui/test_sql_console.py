@@ -1,4 +1,6 @@
-"""The SQL console reads and refuses every write; the store is unchanged afterwards."""
+"""The SQL console reads, refuses every write and whatever is off the read path's allow-list, and shows
+one-line errors; the store is unchanged afterwards (tests/schema/test_read_security.py runs the whole
+family of issue 11 through the console on SQLite and PostgreSQL stores)."""
 
 from __future__ import annotations
 
@@ -65,3 +67,17 @@ def test_row_cap_is_an_error_not_a_truncation(ui_store: Fixture) -> None:
     app.number_input[1].set_value(10)
     app.button[0].click().run()
     assert app.error and "max_rows=10" in app.error[0].value and not app.dataframe
+
+
+def test_errors_are_one_line(ui_store: Fixture) -> None:
+    """DuckDB's message goes on with the statement and a caret; the console shows its first line, logs the rest."""
+    app = run_sql("SELECT no_such_column FROM tokens")
+    errors = [error.value for error in app.error]
+    assert len(errors) == 1 and errors[0].startswith("Query failed: Binder Error") and "\n" not in errors[0], errors
+
+
+def test_a_statement_off_the_allow_list_is_refused_by_name(ui_store: Fixture) -> None:
+    before = store_counts(ui_store)
+    app = run_sql("SELECT * FROM ducklake_merge_adjacent_files('lake')")
+    assert app.error and "ducklake_merge_adjacent_files" in app.error[0].value and "allow-list" in app.error[0].value
+    assert store_counts(ui_store) == before

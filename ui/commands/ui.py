@@ -3,13 +3,18 @@
 Runs `streamlit run ui/app.py` headless on --host:--port in this process; the store is
 the one the environment describes (SAEGAP_DATA or SAEGAP_DATABASE_URL, see schema/config.py).
 Without SAEGAP_BROKER_URL, jobs submitted from the UI run in a background thread of the server.
+--read-only (or SAEGAP_UI_READ_ONLY=1) hides job submission and cancel: for a shared deployment
+(docs/security.md, ui/deployment.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
+
+from ui.deployment import READ_ONLY_ENV, read_only
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 log = logging.getLogger(__name__)
@@ -18,6 +23,9 @@ log = logging.getLogger(__name__)
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8501, help="TCP port (default 8501)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
+    parser.add_argument(
+        "--read-only", action="store_true", help=f"hide job submission and cancel (also: {READ_ONLY_ENV}=1)"
+    )
 
 
 def streamlit_flags(args: argparse.Namespace) -> dict[str, object]:
@@ -34,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         log.error("--port must be between 1 and 65535, got %d", args.port)
         return 2
-    log.info("saegap UI on http://%s:%d", args.host, args.port)
+    if args.read_only:
+        os.environ[READ_ONLY_ENV] = "1"  # the app runs in this process and reads it (ui/deployment.py)
+    log.info("saegap UI on http://%s:%d%s", args.host, args.port, " (read-only)" if read_only() else "")
     bootstrap.load_config_options(flag_options=streamlit_flags(args))
     bootstrap.run(str(APP), False, [], streamlit_flags(args))
     return 0

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from schema.spec import INTERVENTION_NAMES, AllTokenScope, JobSpec, SingleTokenScope
 from ui.background import preflight, running_threads, submit_job
 from ui.data import ACTIVE_STATUSES, job_table, jobs_api
+from ui.deployment import allowed_token_set, read_only
 
 DEFAULTS = JobSpec()
 SCOPES = {"all_tokens": "all tokens at once", "single_token": "one target position"}
@@ -76,6 +77,11 @@ def _submit_form() -> None:
     except ValidationError as error:
         st.error("The job spec is not valid:\n\n" + "\n".join(f"- {e['loc']}: {e['msg']}" for e in error.errors()))
         return
+    tokens, refused = allowed_token_set(spec.tokens)  # bundled names and files under the data dir (ui/deployment.py)
+    if refused:
+        st.error(f"The job was not started: {refused}")
+        return
+    spec = spec.model_copy(update={"tokens": tokens})
     problems = preflight(spec)  # the CLI's checks before it writes a job: names, token set, size
     if problems:
         st.error("The job was not started:\n\n" + "\n".join(f"- {problem}" for problem in problems))
@@ -154,6 +160,8 @@ def _job_section() -> None:
 
 
 def _cancel(jobs: pd.DataFrame) -> None:
+    if read_only():  # a read-only deployment (saegap ui --read-only) shows jobs but changes none
+        return
     active = jobs[jobs.status.isin(["queued", "planning", "running"])].job.tolist()
     if not active:
         return
@@ -165,5 +173,8 @@ def _cancel(jobs: pd.DataFrame) -> None:
 
 
 st.title("Jobs")
-_submit_form()
+if read_only():
+    st.info("This deployment is read-only: jobs are submitted and cancelled elsewhere (saegap submit, saegap cancel).")
+else:
+    _submit_form()
 _job_section()

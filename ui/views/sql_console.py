@@ -1,13 +1,17 @@
-"""SQL console: one read-only statement through schema.read.query, with a time limit and a row cap."""
+"""SQL console: one read-only statement through schema.read.query (allow-list, read process, limits)."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import streamlit as st
 
-from schema.errors import QueryTimeoutError, RowLimitError, WriteRefusedError
-from schema.read import query
+from schema.errors import StoreError, WriteRefusedError
+from schema.read import one_line, query
+
+log = logging.getLogger(__name__)
+MAX_BYTES = 64 * 2**20  # of one result: what a browser table and its CSV download can hold
 
 EXAMPLE = """SELECT layer, sae, intervention, avg(kl) AS kl_mean, count(*) AS n
 FROM interventions JOIN runs USING (run_id)
@@ -24,18 +28,20 @@ WRITE_WORD = re.compile(
 
 def _run(sql: str, timeout_s: float, max_rows: int) -> None:
     try:
-        table = query(sql, timeout_s=timeout_s, max_rows=max_rows)
+        table = query(sql, timeout_s=timeout_s, max_rows=max_rows, max_bytes=MAX_BYTES)
     except WriteRefusedError as error:
         if type(error.__cause__).__name__ == "ParserException" and not WRITE_WORD.search(sql):  # a typo
-            st.error(f"Query failed: the SQL does not parse. {error.__cause__}")
+            st.error(f"Query failed: the SQL does not parse. {one_line(error.__cause__)}")
         else:
             st.error(f"Refused: this console only reads. {error}")
         return
-    except (QueryTimeoutError, RowLimitError) as error:
-        st.error(str(error))
+    except StoreError as error:  # a limit (time, memory, rows, bytes) or the store: the message names it
+        log.info("SQL console: %s", error, exc_info=True)
+        st.error(one_line(error))
         return
-    except Exception as error:  # DuckDB's own message (syntax, unknown column) is the clearest one
-        st.error(f"Query failed: {error}")
+    except Exception as error:  # DuckDB's own message (unknown column ...): its first line; the rest to the log
+        log.info("SQL console query failed", exc_info=True)
+        st.error(f"Query failed: {one_line(error)}")
         return
     frame = table.to_pandas()
     st.caption(f"{len(frame):,} rows")
@@ -45,8 +51,10 @@ def _run(sql: str, timeout_s: float, max_rows: int) -> None:
 
 st.title("SQL console")
 st.caption(
-    "Read-only: one SELECT (or WITH / DESCRIBE / SHOW / SUMMARIZE / EXPLAIN) over the tables runs, tokens, "
-    "interventions and the views token_records, token_gaps. Writes and multiple statements are refused."
+    "Read-only: one SELECT (or WITH / DESCRIBE / SHOW TABLES / SUMMARIZE / EXPLAIN) over the tables runs, tokens, "
+    "interventions, the rollups and the views token_records, token_gaps, with DuckDB's own functions. Writes, "
+    "files, other databases, settings and multiple statements are refused; results over the row cap or "
+    f"{MAX_BYTES // 2**20} MiB are refused, not cut."
 )
 with st.form("sql"):
     sql = st.text_area("SQL", EXAMPLE, height=160)
