@@ -27,6 +27,7 @@ from transformers import PreTrainedTokenizerFast
 
 from worker.errors import BadInput, one_line
 from worker.hooks import HookPoint
+from worker.provided import MEMORY_PREFIX, provided_model
 from worker.registry import models_dir, open_token_set, registry
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,9 @@ def check_finite_weights(sae: SAE[Any], name: str) -> None:
 
 def load_model(name: str, device: str, dtype: str, from_pretrained_kwargs: dict[str, Any]) -> HookedTransformer:
     """A bundled name, a local model directory, or a TransformerLens name (no weight processing, like SAELens)."""
+    provided = provided_model(name)  # a caller's in-memory model (saegap.evaluate)
+    if provided is not None:
+        return provided
     bundled = registry()["models"]
     if name in bundled:
         return _load_model_dir(models_dir() / bundled[name]["path"], device, dtype)
@@ -236,8 +240,8 @@ def check_model_name(sae: SAE[Any], model_name: str) -> None:
     sae_model = sae.cfg.metadata.get("model_name")
     if sae_model is None or sae_model == model_name:
         return
-    if Path(model_name).is_dir():  # a local model may be a copy under another name
-        log.warning("SAE was trained on %r; evaluating it on local model %s", sae_model, model_name)
+    if Path(model_name).is_dir() or model_name.startswith(MEMORY_PREFIX):  # a copy under another name
+        log.warning("SAE was trained on %r; evaluating it on model %s", sae_model, model_name)
         return
     raise BadInput(f"SAE was trained on model {sae_model!r}, not {model_name!r}")
 
