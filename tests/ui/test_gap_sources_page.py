@@ -16,3 +16,13 @@ def test_page_says_how_to_get_each_measurement_when_the_job_has_none(ui_store: F
     infos = " ".join(info.value for info in app.info)
     assert "sae_error_linear" in infos and "--joint" in infos
     assert [s.value for s in app.subheader] == ["The error's linear and nonlinear parts", "All SAEs spliced at once"]
+
+
+def test_jobs_form_offers_the_error_parts_and_a_joint_run(ui_store: Fixture) -> None:
+    app = AppTest.from_file(str(APP), default_timeout=120).run()
+    app.switch_page("views/jobs.py").run()
+    assert not app.exception, app.exception
+    assert "sae_error_linear" in app.multiselect[0].options
+    assert "sae_error_linear" not in app.multiselect[0].value  # opt-in
+    joint = [box for box in app.checkbox if "joint run" in box.label]
+    assert len(joint) == 1 and joint[0].value is False

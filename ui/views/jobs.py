@@ -49,6 +49,7 @@ def _spec_fields() -> dict[str, Any]:
     saes = st.text_area("SAEs, one per line", "\n".join(DEFAULTS.saes), help=JobSpec.model_fields["saes"].description)
     scope = _scope_form()
     interventions = st.multiselect("Interventions", INTERVENTION_NAMES, default=list(DEFAULTS.interventions))
+    joint = st.checkbox("Also splice every SAE at once (joint run)", help=JobSpec.model_fields["joint"].description)
     left, middle, right = st.columns(3)
     tokens = left.text_input("Token set", DEFAULTS.tokens or "", help=JobSpec.model_fields["tokens"].description)
     n_sequences = middle.number_input("Sequences (0 = all)", min_value=0, value=0)
@@ -61,7 +62,7 @@ def _spec_fields() -> dict[str, Any]:
         "model": model.strip(), "saes": [line.strip() for line in saes.splitlines() if line.strip()],
         "scope": scope, "interventions": interventions, "tokens": tokens.strip(),
         "n_sequences": int(n_sequences) or None, "samples": int(samples), "seed": int(seed),
-        "device": device, "dtype": dtype,
+        "device": device, "dtype": dtype, "joint": joint,
     }  # fmt: skip
 
 
