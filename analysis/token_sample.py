@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+import functools
+from typing import Any, Literal
 
 import pyarrow as pa
 from pydantic import Field, model_validator
@@ -10,16 +11,15 @@ from pydantic import Field, model_validator
 from analysis.base import SELECTED_RUNS, Scope, ScopedFilters, read
 from schema.spec import INTERVENTION_NAMES
 
-# Per-token columns of token_gaps a user may plot; token_frequency counts the token id among
-# the run's intervened tokens; kl_gap_other_run is the same token's gap in `other_run`.
-Variable = Literal[
+# Per-token columns of token_gaps a user may plot: the gap columns, each intervention's KL (from
+# schema.spec.INTERVENTION_NAMES), the token's facts; token_frequency counts the token id among the
+# run's intervened tokens; kl_gap_other_run is the same token's gap in `other_run`.
+VARIABLES: tuple[str, ...] = (
     "kl_gap", "kl_ratio", "loss_gap", "loss_delta_sae", "loss_delta_eps_random",
-    "kl_sae", "kl_sae_norm_corrected", "kl_norm_only", "kl_eps_random", "kl_cos_random_sae_norm",
-    "kl_cos_random_true_norm", "kl_zero_ablation", "kl_mean_ablation", "kl_eps_cov_random", "kl_eps_real_diff",
-    "kl_sae_error_linear", "kl_sae_error_nonlinear", "kl_eps_random_linear", "kl_eps_random_nonlinear",
+    *(f"kl_{name}" for name in INTERVENTION_NAMES),
     "cos_sim", "l0", "l1", "position", "norm", "sae_norm", "eps", "clean_loss", "token_frequency", "kl_gap_other_run",
-]  # fmt: skip
-VARIABLES: tuple[Variable, ...] = get_args(Variable)
+)  # fmt: skip
+Variable = Literal[VARIABLES]  # type: ignore[valid-type]  # built from the list above
 
 
 class Params(ScopedFilters):
@@ -44,30 +44,53 @@ class Params(ScopedFilters):
         return {**super().bind(), **{name: getattr(self, name) for name in extra}}
 
 
-def _pick(parameter: str) -> str:
-    """CASE choosing the column named by a bound parameter (the SQL text stays constant)."""
-    arms = " ".join(f"WHEN '{name}' THEN {name}::DOUBLE" for name in VARIABLES)
-    return f"CASE ${parameter} {arms} END"
+# SQL of each variable over `tokens t` (its per-intervention columns, schema.relations.TOKEN_METRICS_SCHEMA),
+# the token-frequency counts `f` and the other run's tokens `o`; the gap columns as token_gaps defines them.
+_EXPRESSIONS: dict[str, str] = {
+    **{name: f"t.{name}" for name in VARIABLES},
+    "kl_gap": "t.kl_sae - t.kl_eps_random",
+    "kl_ratio": "t.kl_sae / NULLIF(t.kl_eps_random, 0)",
+    "loss_gap": "t.loss_delta_sae - t.loss_delta_eps_random",
+    "token_frequency": "f.token_frequency",
+    "kl_gap_other_run": "o.kl_sae - o.kl_eps_random",
+}
+# Variables with a value only where the token has a record (token_gaps' rows): reading one of them
+# makes the "any intervention's KL" test of token_gaps redundant, and that test reads every KL column.
+_RECORD_VARIABLES = {"kl_gap", "kl_ratio", "loss_gap", *(v for v in VARIABLES if v.startswith(("kl_", "loss_delta_")))}
+_RECORD_VARIABLES.discard("kl_gap_other_run")
+_HAS_RECORD = "coalesce(" + ", ".join(f"t.kl_{name}" for name in INTERVENTION_NAMES) + ") IS NOT NULL"
+
+# Occurrences of each token id among the run's intervened tokens with a record.
+_FREQUENCY = f"""LEFT JOIN (
+  SELECT t.run_id, t.token_id, count(*) AS token_frequency FROM tokens t SEMI JOIN selected USING (run_id)
+  WHERE t.intervened AND {_HAS_RECORD}
+  GROUP BY t.run_id, t.token_id
+) f ON f.run_id = t.run_id AND f.token_id = t.token_id"""
+_OTHER_RUN = "LEFT JOIN tokens o ON o.run_id = $other_run AND o.sequence = t.sequence AND o.position = t.position"
 
 
-assert all(f"kl_{name}" in VARIABLES for name in INTERVENTION_NAMES)  # every intervention's KL is a choice
+@functools.cache
+def sql(x: str, y: str) -> str:
+    """The sample's SQL for one (x, y) pair: one constant text per pair of VARIABLES (values are bound).
 
-# Sampling: hash order over the filtered rows, then LIMIT; the same seed gives the same sample.
-SQL = f"""
+    The same rows as token_gaps' intervened tokens, reading only the columns x and y need: a CASE over
+    every variable read all 29 columns of 24M tokens, and the token-frequency window ran even when not
+    plotted (53 s for the default pair at seed scale, BENCHMARKS.md, Analysis). Sampling: hash order
+    over the filtered rows, then LIMIT; the same seed gives the same sample whatever x and y are.
+    """
+    chosen = {x, y}
+    return f"""
 WITH {SELECTED_RUNS},
-gaps AS (
-  SELECT g.*, count(*) OVER (PARTITION BY g.run_id, g.token_id) AS token_frequency,
-         o.kl_gap AS kl_gap_other_run
-  FROM token_gaps g JOIN selected USING (run_id)
-  LEFT JOIN token_gaps o ON o.run_id = $other_run AND o.sequence = g.sequence AND o.position = g.position
-  WHERE g.intervened
-),
 chosen AS (
-  SELECT job_id, run_id, sae, layer, sequence, position, token_id, token_text,
-         {_pick("x")} AS x, {_pick("y")} AS y
-  FROM gaps
-  WHERE ($position_min IS NULL OR position >= $position_min) AND ($position_max IS NULL OR position <= $position_max)
-    AND ($token_text IS NULL OR token_text = $token_text)
+  SELECT r.job_id, t.run_id, r.sae, r.layer, t.sequence, t.position, t.token_id, t.token_text,
+         ({_EXPRESSIONS[x]})::DOUBLE AS x, ({_EXPRESSIONS[y]})::DOUBLE AS y
+  FROM tokens t JOIN selected r USING (run_id)
+  {_FREQUENCY if "token_frequency" in chosen else ""}
+  {_OTHER_RUN if "kl_gap_other_run" in chosen else ""}
+  WHERE t.intervened {"" if chosen & _RECORD_VARIABLES else f"AND {_HAS_RECORD}"}
+    AND ($position_min IS NULL OR t.position >= $position_min)
+    AND ($position_max IS NULL OR t.position <= $position_max)
+    AND ($token_text IS NULL OR t.token_text = $token_text)
 )
 SELECT * FROM chosen
 WHERE x IS NOT NULL AND y IS NOT NULL AND isfinite(x) AND isfinite(y)
@@ -77,4 +100,8 @@ LIMIT $limit
 
 
 def token_sample(params: Params, store: Any = None) -> pa.Table:
-    return read(SQL, params.bind(), store)
+    bound = params.bind()
+    del bound["x"], bound["y"]  # chosen by the SQL text, not bound
+    if "kl_gap_other_run" not in (params.x, params.y):  # that SQL has no $other_run
+        del bound["other_run"]
+    return read(sql(params.x, params.y), bound, store)

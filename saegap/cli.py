@@ -16,7 +16,7 @@ from pathlib import Path
 
 # name -> module holding configure()/run(); one line per command.
 COMMANDS: dict[str, str] = {
-    "evaluate": "worker.commands.evaluate",
+    "evaluate": "saegap.evaluate",  # spans worker (runs the job) and analysis (the answer)
     "submit": "worker.commands.submit",
     "status": "worker.commands.status",
     "jobs": "worker.commands.jobs",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from analysis.gap_correlates import VARIABLES, Params, gap_correlates
@@ -40,3 +41,14 @@ def test_pearson_and_spearman_match_pandas(correlates, variable: str) -> None:
     row = correlates.loc[(SAE_B, variable)]
     assert row.pearson == pytest.approx(x.corr(y), abs=1e-5)
     assert row.spearman == pytest.approx(x.rank().corr(y.rank()), abs=1e-5)  # average ranks for ties
+
+
+def test_sampled_spearman_within_its_standard_error(fixture_store: Fixture, correlates) -> None:
+    """A hash sample of about half the tokens: Spearman within 4 of its documented standard errors of the exact
+    (all-token) answer, Pearson still exact."""
+    params = Params(job=fixture_store.job_ids["all"], spearman_tokens=140)
+    sampled = gap_correlates(params, store=fixture_store.store).to_pandas().set_index(["sae", "variable"])
+    assert sampled.spearman_n.between(70, 210).all()
+    bound = 4 * np.sqrt(1.06 / (sampled.spearman_n - 3))
+    assert ((sampled.spearman - correlates.spearman).abs() <= bound).all()
+    assert sampled.pearson.to_numpy() == pytest.approx(correlates.pearson.to_numpy(), abs=1e-12)

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from analysis.sensitivity_curve import DEFAULT_INTERVENTIONS, Params, sensitivity_curve
 from schema.read import query
+from schema.relations import KL_BIN_RATIO
+from tests.analysis import oracle
 from tests.fixture_store import COS_RANDOM_SAE_NORM_SLOPE, COS_RANDOM_TRUE_NORM_SLOPE, SAE_A, Fixture
 
 
@@ -53,3 +56,24 @@ def test_every_draw_counts_not_only_the_first(fixture_store: Fixture) -> None:
     assert [(row["n_tokens"], row["kl_mean"]) for row in curve] == [
         (direct["n_tokens"], pytest.approx(direct["kl_mean"], rel=1e-9))
     ]
+
+
+def test_token_counts_within_the_fixed_bins_bound(curve) -> None:
+    """Against pandas over the fixture's tokens: each run's cos_sim range is exact, and every cumulative count of
+    tokens lies within what moving each token's 1 - cos_sim by a factor KL_BIN_RATIO (its cos_bins bin) allows."""
+    tokens = oracle.tokens().query("job == 'all' and intervened").dropna(subset=["cos_sim"])
+    for sae, rows in curve[curve.intervention == "sae"].groupby("sae"):
+        cos = tokens.query("sae == @sae").cos_sim.to_numpy(np.float64)
+        lo, hi = cos.min(), cos.max()
+        assert rows.cos_lo.min() >= lo - 1e-7 and rows.cos_hi.max() <= hi + 1e-7
+        assert (rows.cos_lo - rows.bin * (rows.cos_hi - rows.cos_lo)).to_numpy() == pytest.approx(lo)  # exact range
+        counts = np.zeros(20, dtype=int)
+        counts[rows.bin.to_numpy()] = rows.n_tokens.to_numpy()
+        edges = lo + (np.arange(1, 20)) * (hi - lo) / 20
+        highest = 1 - (1 - cos) / KL_BIN_RATIO + 1e-6  # the extremes each token's cos_sim may be moved to
+        lowest = 1 - (1 - cos) * KL_BIN_RATIO - 1e-6
+        must = np.array([(highest < edge).sum() for edge in edges])
+        may = np.array([(lowest < edge).sum() for edge in edges])
+        cumulative = np.cumsum(counts)[:-1]
+        assert counts.sum() == len(cos)
+        assert ((must <= cumulative) & (cumulative <= may)).all(), sae
