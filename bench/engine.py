@@ -17,6 +17,9 @@ shared and noisy: compare ratios from one run, not absolute figures across runs)
   (a clean pass, then plain block passes over P..P+W with the cached keys/values and logits).
 - memory (--memory): peak RSS of one pass over the shards with the job's memory budget,
   measured with resource.getrusage in this process (run one configuration per process).
+- before (--before REV): worker/engine.py as it was at git revision REV against today's, on
+  the same job: max |KL difference| of their records (all-token, and single-token P = 48,
+  W = 16) and their times, alternating.
 
     python bench/engine.py --model demo --sae demo-res --sequences 64
 """
@@ -24,12 +27,18 @@ shared and noisy: compare ratios from one run, not absolute figures across runs)
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
@@ -208,6 +217,68 @@ def report_memory(job: PreparedJob) -> None:
           flush=True)  # fmt: skip
 
 
+def engine_at(rev: str) -> object:
+    """worker/engine.py at git revision `rev`, imported as a module beside today's."""
+    source = subprocess.run(["git", "show", f"{rev}:worker/engine.py"], capture_output=True, text=True, check=True)
+    path = Path(tempfile.mkdtemp(prefix="saegap-engine-")) / "engine_before.py"
+    path.write_text(source.stdout)
+    spec = importlib.util.spec_from_file_location("engine_before", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["engine_before"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_all(job: PreparedJob, target: Target, settings: object, evaluate: Callable[..., list]) -> list:
+    out = []
+    for start, end in shard_ranges(len(job.tokens), job.spec.sequences_per_shard):
+        tokens = as_tensor(job.tokens[start:end], job.model.cfg.device)
+        ids = torch.arange(start, end, device=tokens.device)
+        out += evaluate(job.model, [target], tokens, ids, settings)
+    return out
+
+
+def report_before(job: PreparedJob, rev: str, samples: int) -> None:
+    """The engine at `rev` against today's: records' max |KL difference| and alternating times."""
+    before = engine_at(rev)
+    target = job.targets[len(job.targets) // 2]
+    fields = {k: v for k, v in vars(job.settings).items() if k in before.EngineSettings.__dataclass_fields__}
+    scopes = {"all tokens": job.settings.scope, "single token P 48 W 16": SingleTokenScope(position=48, window=16)}
+    for label, scope in scopes.items():
+        draws = 1 if label == "all tokens" else samples
+        new = replace(job.settings, scope=scope, samples=draws)
+        old = before.EngineSettings(**{**fields, "scope": scope, "samples": draws, "max_tokens_per_pass": ROWS_TOKENS})
+        works = {
+            "before": lambda old=old: run_all(job, target, old, before.evaluate_batch),
+            "today": lambda new=new: run_all(job, target, new, evaluate_batch),
+        }
+        best, records = {name: float("inf") for name in works}, {}
+        for _ in range(REPEATS):
+            for name, work in works.items():
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    records[name] = work()
+                best[name] = min(best[name], time.perf_counter() - start)
+        worst = max(_kl_difference(a, b) for a, b in zip(records["before"], records["today"], strict=True))
+        print(f"{label}: {draws} draws, {len(job.tokens)} sequences, max |KL today - KL at {rev}| = {worst:.2e}; "
+              f"before {best['before']:.2f} s, today {best['today']:.2f} s "
+              f"(today / before = {best['today'] / best['before']:.3f}), load {os.getloadavg()[0]:.1f}",
+              flush=True)  # fmt: skip
+
+
+def _kl_difference(a: object, b: object) -> float:
+    order = [
+        ("intervention", "ascending"),
+        ("sample", "ascending"),
+        ("sequence", "ascending"),
+        ("position", "ascending"),
+    ]
+    x, y = a.interventions.sort_by(order), b.interventions.sort_by(order)
+    assert x.num_rows == y.num_rows and x["position"].equals(y["position"])
+    return float(np.abs(x["kl"].to_numpy() - y["kl"].to_numpy()).max())
+
+
 def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
@@ -226,6 +297,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100, help="single token: draws per random intervention")
     parser.add_argument("--memory", action="store_true", help="only the peak-RSS run (all-token, the job's budget)")
     parser.add_argument("--budget", type=int, default=None, help="memory_budget_bytes (default: JobSpec's)")
+    parser.add_argument("--before", metavar="REV", help="compare with worker/engine.py at this git revision")
     args = parser.parse_args()
     globals()["REPEATS"] = args.repeats
     budget = {} if args.budget is None else {"memory_budget_bytes": args.budget}
@@ -236,6 +308,9 @@ def main() -> None:
     job = prepare_job(spec)
     if args.memory:
         report_memory(job)
+        return
+    if args.before:
+        report_before(job, args.before, args.samples)
         return
     if args.single_token:
         report_single_token(job, job.targets[len(job.targets) // 2], 48, 16, args.samples)

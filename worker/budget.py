@@ -9,7 +9,8 @@ The engine's working memory for one batch is, besides the model and SAE weights:
   activations, attention scores and, in single-token scope, the clean keys and values of
   the positions before P copied per row);
 - the metrics of that block: its logits over one vocabulary chunk (float32), turned into
-  KL and loss in place.
+  KL and loss in place;
+- every variant's replacement vectors for the batch, when they fit in REPLACEMENT_SHARE.
 
 The constants below are per-token counts of live tensors, read off TransformerLens's
 block (q, k, v, z, layer-norm outputs, residuals; gelu's temporaries; scores, mask and
@@ -30,7 +31,14 @@ METRIC_COPIES = 2  # a chunk of logits and its float32 copy (bfloat16 models) or
 CLEAN_TEMP_COPIES = 2  # exp and product temporaries of one sequence while clean probabilities are made
 TARGET_ROWS_TOKENS = 16_384  # a block this many tokens long is as fast per token as a bigger one
 MIN_VOCAB_CHUNK = 256
+# A chunk of logits bigger than this is no faster per element; on CPU, tensors above glibc's
+# mmap threshold (32 MiB) are fresh pages, faulted in again at every chunk.
+CHUNK_TENSOR_BYTES = 32 * 2**20
 FLOAT = 4
+# Every variant's replacement vectors for the whole batch are made at once (one call of each
+# formula per batch, as many small calls cost more than their arithmetic) when they take at
+# most this share of the budget, which plan_blocks leaves free; else block by block.
+REPLACEMENT_SHARE = 1 / 8
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,7 @@ def plan_blocks(shape: BatchShape, budget: int, max_tokens_per_pass: int | None 
     The vocabulary is chunked before a block is made smaller, down to a sixteenth of it;
     below that, blocks shrink first. BadInput when one row with the smallest chunk does not fit.
     """
-    avail = budget - shape.fixed_bytes()
+    avail = int(budget * (1 - REPLACEMENT_SHARE)) - shape.fixed_bytes()
     cap_tokens = min(TARGET_ROWS_TOKENS, max_tokens_per_pass or TARGET_ROWS_TOKENS)
     target = min(shape.variants * shape.sequences, max(1, cap_tokens // shape.run))
     seqs = min(shape.sequences, math.ceil(target / shape.variants))
@@ -107,12 +115,15 @@ def plan_blocks(shape: BatchShape, budget: int, max_tokens_per_pass: int | None 
 
 
 def _fit(shape: BatchShape, avail: int, seqs: int, variants: int, floor: int) -> BlockPlan | None:
-    """Shrink vocabulary chunk (to `floor`), then variants, then sequences, until a block fits."""
+    """Shrink vocabulary chunk (to `floor`), then variants, then sequences, until a block fits; then balance."""
     while True:
-        chunk = shape.d_vocab
+        chunk = _fast_chunk(shape, seqs * variants)
         while True:
             if seqs * shape.sequence_bytes() + seqs * variants * shape.row_bytes(chunk) <= avail:
-                return BlockPlan(seqs, variants, chunk, _clean_seqs(shape, avail))
+                return BlockPlan(
+                    _even(shape.sequences, seqs), _even(shape.variants, variants), _even(shape.d_vocab, chunk),
+                    _clean_seqs(shape, avail),
+                )  # fmt: skip
             if chunk <= floor:
                 break
             chunk = max(floor, chunk // 2)
@@ -122,6 +133,17 @@ def _fit(shape: BatchShape, avail: int, seqs: int, variants: int, floor: int) ->
             seqs //= 2
         else:
             return None
+
+
+def _fast_chunk(shape: BatchShape, rows: int) -> int:
+    """The vocabulary chunk whose float32 logits for `rows` rows stay within CHUNK_TENSOR_BYTES."""
+    per_column = rows * shape.recorded * FLOAT
+    return min(shape.d_vocab, max(MIN_VOCAB_CHUNK, CHUNK_TENSOR_BYTES // per_column))
+
+
+def _even(total: int, most: int) -> int:
+    """The same number of pieces as blocks of `most`, of equal size: no small last block."""
+    return math.ceil(total / math.ceil(total / most))
 
 
 def _clean_seqs(shape: BatchShape, avail: int) -> int:

@@ -29,7 +29,7 @@ from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValue
 from transformer_lens.utilities.activation_functions import apply_softcap
 
 from schema.spec import DEFAULT_MEMORY_BUDGET_BYTES, AllTokenScope, MeanAblationMean, SingleTokenScope
-from worker.budget import BatchShape, BlockPlan, plan_blocks
+from worker.budget import REPLACEMENT_SHARE, BatchShape, BlockPlan, plan_blocks
 from worker.errors import BadInput
 from worker.hooks import HookPoint
 from worker.interventions import ActivationStats, Intervention, Noise, Splice
@@ -244,6 +244,7 @@ class _Prepared:
     metrics: dict[str, Tensor]  # per-token SAE facts, (B, E)
     variants: list[tuple[str, int]]
     formulas: list[Intervention]
+    replacements: Float[Tensor, "variants n d"] | None  # for the whole batch, when within REPLACEMENT_SHARE
     kl: Float[Tensor, "variants batch rec"]
     loss: Float[Tensor, "variants batch rec"]
 
@@ -262,7 +263,10 @@ def _prepare(
     kl = torch.empty(len(variants), *clean.next_tokens.shape, device=x.device)
     metrics = _token_metrics(splice, latents, mask)
     formulas = [settings.interventions[name] for name, _ in variants]
-    return _Prepared(target, mask, splice, metrics, variants, formulas, kl, torch.empty_like(kl))
+    replacements = None
+    if len(variants) * x_hat.numel() * x_hat.element_size() <= settings.memory_budget * REPLACEMENT_SHARE:
+        replacements = torch.stack([iv.formula(splice, k) for iv, (_, k) in zip(formulas, variants, strict=True)])
+    return _Prepared(target, mask, splice, metrics, variants, formulas, replacements, kl, torch.empty_like(kl))
 
 
 def _records(
@@ -340,15 +344,24 @@ def _patched_metrics(
             sub = _sub_splice(p, seqs)
             for k0 in range(0, len(p.variants), plan.variants):
                 ks = range(k0, min(k0 + plan.variants, len(p.variants)))
-                patched = _patched_activation(p, clean, window, seqs, sub, ks)
+                patched = _patched_activation(p, clean, window, sub, ks)
                 final = _patched_final(model, p.target.hook, clean, window, seqs, patched)
                 kl, loss = block_metrics(model, final, probs, clean.next_tokens[seqs], plan.vocab_chunk)
                 p.kl[k0 : ks.stop, seqs], p.loss[k0 : ks.stop, seqs] = kl, loss
     return clean_loss
 
 
-def _sub_splice(prepared: _Prepared, seqs: slice) -> tuple[Splice, Int[Tensor, "seqs pos"]]:
-    """The splice of one block's sequences (rows of the batch's) and each position's row in it (-1: not replaced)."""
+@dataclass(frozen=True)
+class _SeqBlock:
+    """One block's sequences in a target's splice: its rows there, as a splice, and each position's row."""
+
+    seqs: slice
+    rows: slice  # rows of the batch's splice (its tokens are in sequence order)
+    splice: Splice
+    index: Int[Tensor, "seqs pos"]  # row in `splice` of each position; -1: not replaced
+
+
+def _sub_splice(prepared: _Prepared, seqs: slice) -> _SeqBlock:
     mask = prepared.mask[seqs]
     before = int(prepared.mask[: seqs.start].sum())
     rows = slice(before, before + int(mask.sum()))
@@ -356,26 +369,24 @@ def _sub_splice(prepared: _Prepared, seqs: slice) -> tuple[Splice, Int[Tensor, "
     noise = Noise(s.noise.seed, s.noise.sequence[rows], s.noise.position[rows])
     index = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
     index[mask] = torch.arange(rows.stop - rows.start, device=mask.device)
-    return Splice(s.x[rows], s.x_hat[rows], s.stats, noise), index
+    return _SeqBlock(seqs, rows, Splice(s.x[rows], s.x_hat[rows], s.stats, noise), index)
 
 
 def _patched_activation(
-    prepared: _Prepared,
-    clean: CleanPass,
-    window: Window,
-    seqs: slice,
-    sub: tuple[Splice, Int[Tensor, "seqs pos"]],
-    variants: range,
+    prepared: _Prepared, clean: CleanPass, window: Window, block: _SeqBlock, variants: range
 ) -> Float[Tensor, "variants seqs run d"]:
     """The clean activation of each sequence over the run positions, with each variant's replacements scattered in."""
-    splice, token_index = sub
     hook = prepared.target.hook
-    clean_act = hook.flatten(clean.acts[hook.name])[seqs, window.start :]  # (b, T, D)
+    clean_act = hook.flatten(clean.acts[hook.name])[block.seqs, window.start :]  # (b, T, D)
     act = clean_act.expand(len(variants), *clean_act.shape).clone()  # (k, b, T, D)
-    token_index = token_index[:, window.start :]
+    token_index = block.index[:, window.start :]
     hit = token_index >= 0
     if bool(hit.any()):
-        replacements = torch.stack([prepared.formulas[k].formula(splice, prepared.variants[k][1]) for k in variants])
+        if prepared.replacements is not None:
+            replacements = prepared.replacements[variants.start : variants.stop, block.rows]
+        else:
+            formulas = [(prepared.formulas[k], prepared.variants[k][1]) for k in variants]
+            replacements = torch.stack([iv.formula(block.splice, sample) for iv, sample in formulas])
         act[:, hit] = replacements[:, token_index[hit]].to(act.dtype)
     return act
 
