@@ -18,10 +18,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from analysis.colours import colour_of
-from schema.spec import INTERVENTION_NAMES
+from schema.spec import BASELINE, INTERVENTION_NAMES, SAE
 
 # The seed contrasts the SAE with its most natural baseline; other interventions are drawn thinner.
-HIGHLIGHT = ("sae", "eps_random")
+HIGHLIGHT = (SAE, BASELINE)
 ABLATIONS = ("zero_ablation", "mean_ablation")
 MAX_PANELS = 12  # per figure; a job with more runs shows the first ones (the tables list every run)
 

@@ -20,8 +20,7 @@ from pydantic import Field
 from analysis.base import INTERVENTION_FILTER, SELECTED_RUNS, InterventionFilters, empty_like, read
 from analysis.bootstrap import bootstrap_means, percentile_interval
 from analysis.kl_histogram import RANKED_BINS, bin_quantile, binned_kl
-
-BASELINE = "eps_random"  # the seed's most natural baseline (docs/method.md §1.1)
+from schema.spec import BASELINE
 
 
 class Params(InterventionFilters):

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 from pydantic import Field
 
 from analysis.base import SELECTED_RUNS, Scope, ScopedFilters, read
-
-RandomIntervention = Literal[
-    "eps_random", "cos_random_sae_norm", "cos_random_true_norm", "eps_cov_random", "eps_real_diff"
-]
+from schema.spec import BASELINE, RandomBaseline
 
 
 class Params(ScopedFilters):
     scope: Scope | None = None  # per-run answer; either scope
-    baseline: RandomIntervention = "eps_random"
+    baseline: RandomBaseline = BASELINE
     min_samples: int = Field(default=10, ge=2, description="draws a token needs to be tested")
 
     def bind(self) -> dict[str, Any]:

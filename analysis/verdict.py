@@ -29,11 +29,9 @@ from analysis.bootstrap import bootstrap_means, percentile_interval
 from analysis.layer_summary import PER_SEQUENCE_SQL
 from analysis.sigma_test import Params as SigmaParams
 from analysis.sigma_test import sigma_test
+from schema.spec import RANDOM_BASELINES
 
-# The random baselines the SAE is compared with, most natural first (docs/method.md §2.1).
-BASELINES: tuple[str, ...] = (
-    "eps_random", "cos_random_sae_norm", "cos_random_true_norm", "eps_cov_random", "eps_real_diff"
-)  # fmt: skip
+BASELINES: tuple[str, ...] = RANDOM_BASELINES  # compared with the SAE, most natural first (docs/method.md §2.1)
 PATHOLOGICAL, NO_GAP, BETTER = "pathological", "no gap", "better than baseline"
 VERDICT_RULE = "pathological: CI lower bound > 1; better than baseline: CI upper bound < 1; no gap: CI contains 1"
 Z_THRESHOLD = 2.0

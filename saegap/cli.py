@@ -9,9 +9,12 @@ command's module when the parser is built. Command modules import torch lazily, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 # name -> module holding configure()/run(); one line per command.
@@ -38,8 +41,28 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, help=module.__doc__.splitlines()[0], description=module.__doc__)
         module.configure(sub)
+        sub.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
         sub.set_defaults(_run=module.run)
     return parser
+
+
+DATA_DIR_HELP = "local store directory (sets SAEGAP_DATA; default: SAEGAP_DATA, else ./saegap-data)"
+
+
+@contextlib.contextmanager
+def _data_dir_env(data_dir: Path | None) -> Iterator[None]:
+    """--data-dir, on every command, is SAEGAP_DATA while the command runs (StoreConfig.from_env is the one
+    place a store is described); restored afterwards, so main() called in-process leaves no trace."""
+    before = os.environ.get("SAEGAP_DATA")
+    if data_dir is not None:
+        os.environ["SAEGAP_DATA"] = str(data_dir)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("SAEGAP_DATA", None)
+        else:
+            os.environ["SAEGAP_DATA"] = before
 
 
 class _NoTraceback(logging.Formatter):
@@ -88,15 +111,16 @@ def _log_handlers(args: argparse.Namespace) -> list[logging.Handler]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        handlers=_log_handlers(args),
-    )
-    if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
-    return int(args._run(args) or 0)
+    with _data_dir_env(getattr(args, "data_dir", None)):
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(levelname)s %(name)s: %(message)s",
+            handlers=_log_handlers(args),
+        )
+        if not getattr(args, "_run", None):
+            parser.print_help()
+            return 2
+        return int(args._run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from schema.errors import JobStateError, UnknownJobError, UnknownShardError
-from schema.relations import RUN_SCHEMA
 from schema.spec import JobSpec
 from schema.tables import FINISHED_STATUSES, Job, JobStatus, Run, Shard, utc_now
 
 
 class Versions(BaseModel):
-    """Library versions the worker ran with, stored with the job."""
+    """Library versions the worker ran with, stored with the job: one field per library the results depend
+    on, named as the distribution is with '-' for '_' (worker.jobs.versions reads exactly these), plus git."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -198,12 +198,6 @@ class JobTables:
         session.add_all(rows)
         session.flush()
         return [row.run_id for row in rows]
-
-    def run_rows(self, run_ids: list[int]) -> list[dict[str, Any]]:
-        """Runs as dicts with relations.RUN_SCHEMA's columns (for the lake mirror)."""
-        with Session(self.engine) as session:
-            rows = session.scalars(select(Run).where(Run.run_id.in_(run_ids)).order_by(Run.run_id))
-            return [{f.name: getattr(row, f.name) for f in RUN_SCHEMA} for row in rows]
 
     def job_run_ids(self, job_id: int) -> set[int]:
         with Session(self.engine) as session:

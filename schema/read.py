@@ -61,7 +61,7 @@ from schema.errors import (
     StoreError,
     WriteRefusedError,
 )
-from schema.store import Store
+from schema.store import Store, process_store
 
 log = logging.getLogger(__name__)
 Params = list[Any] | dict[str, Any] | None
@@ -566,11 +566,15 @@ def _pool(store: Store) -> _ReadPool:
         if pool is None:
             pool = _pools[store] = _ReadPool(store.config)
             weakref.finalize(store, pool.close)
+            store_ref = weakref.ref(store)  # no strong reference back: the pool must not keep its store alive
+            store.on_close(lambda: close_readers(store_ref()))
         return pool
 
 
-def close_readers(store: Store) -> None:
-    """Stop the store's read processes (Store.close calls this)."""
+def close_readers(store: Store | None) -> None:
+    """Stop the store's read processes (run when the store closes: Store.on_close)."""
+    if store is None:
+        return
     with _pools_lock:
         pool = _pools.pop(store, None)
     if pool is not None:
@@ -586,11 +590,6 @@ def _close_all() -> None:
         pool.close()
 
 
-@functools.cache
-def _cached_store(config: StoreConfig) -> Store:
-    return Store.open(config)
-
-
 def default_store() -> Store:
-    """The store of this process's environment, opened once per process."""
-    return _cached_store(StoreConfig.from_env())
+    """The store of this process's environment (schema.store.process_store: one per process)."""
+    return process_store()

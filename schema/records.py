@@ -41,3 +41,9 @@ INTERVENTION_SCHEMA = pa.schema(
         pa.field("loss_delta", pa.float32()),  # loss - clean_loss
     ]
 )
+
+# next_token_distributions' columns, one row per token in the union of the three top-k sets.
+NEXT_TOKEN_SCHEMA = pa.schema(
+    [("token_id", pa.int64()), ("token_text", pa.string()), ("logprob_clean", pa.float32()),
+     ("logprob_sae", pa.float32()), ("logprob_eps_random", pa.float32()), ("rank", pa.int32())]
+)  # fmt: skip

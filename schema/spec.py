@@ -33,6 +33,12 @@ InterventionName = Literal[
     "eps_random_nonlinear",
 ]
 INTERVENTION_NAMES: tuple[InterventionName, ...] = get_args(InterventionName)
+# The seed's comparison, named once: the SAE against a random point at the same distance (docs/method.md §1.1).
+SAE: InterventionName = "sae"
+BASELINE: InterventionName = "eps_random"
+# The random baselines an SAE is compared with, the isotropic one first (docs/method.md §2.1).
+RandomBaseline = Literal["eps_random", "cos_random_sae_norm", "cos_random_true_norm", "eps_cov_random", "eps_real_diff"]
+RANDOM_BASELINES: tuple[RandomBaseline, ...] = get_args(RandomBaseline)
 # The original scripts' ten interventions: a job's default list (the error parts are opt-in).
 _SEED_COUNT = INTERVENTION_NAMES.index("eps_real_diff") + 1
 SEED_INTERVENTION_NAMES: tuple[InterventionName, ...] = INTERVENTION_NAMES[:_SEED_COUNT]

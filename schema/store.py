@@ -13,9 +13,10 @@ schema.read.query("SELECT layer, avg(kl) FROM token_records GROUP BY layer", sto
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -56,6 +57,7 @@ class Store(JobTables):
         self.config = config
         self._writer: duckdb.DuckDBPyConnection | None = None
         self._reader: duckdb.DuckDBPyConnection | None = None
+        self._close_callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()  # one DuckDB connection per store: serialise this process's writes
 
     @classmethod
@@ -74,10 +76,14 @@ class Store(JobTables):
             raise
         return store
 
-    def close(self) -> None:
-        from schema import read  # its read processes (schema.read imports this module)
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run `callback` when this store closes (schema.read stops the store's read processes this way)."""
+        self._close_callbacks.append(callback)
 
-        read.close_readers(self)
+    def close(self) -> None:
+        callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in callbacks:
+            callback()
         for conn in (self._writer, self._reader):
             if conn is not None:
                 conn.close()
@@ -259,3 +265,19 @@ def job_engine(config: StoreConfig) -> Engine:
         cursor.close()
 
     return engine
+
+
+@functools.cache
+def _opened(config: StoreConfig) -> Store:
+    return Store.open(config)
+
+
+def process_store() -> Store:
+    """The one store of this process: opened from the environment (StoreConfig.from_env) on first use
+    and kept; the job API, the Celery tasks and the read path all use it."""
+    return _opened(StoreConfig.from_env())
+
+
+def forget_process_stores() -> None:
+    """Drop the kept stores (tests that point the environment at another data dir); closes nothing."""
+    _opened.cache_clear()

@@ -1,5 +1,5 @@
-"""SQLAlchemy models of the job database: jobs, runs, shards and the models / SAEs /
-token sets jobs refer to. SQLite by default, PostgreSQL in deployments (same code).
+"""SQLAlchemy models of the job database: jobs, runs, shards and the cached token sets jobs
+refer to. SQLite by default, PostgreSQL in deployments (same code).
 Alembic migrations in schema/migrations create these tables; docs/schema.md documents them.
 """
 
@@ -17,6 +17,7 @@ from schema.relations import RUN_SCHEMA
 JobStatus = Literal["queued", "planning", "running", "done", "failed", "cancelled"]
 JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 FINISHED_STATUSES: frozenset[JobStatus] = frozenset({"done", "failed", "cancelled"})
+UNFINISHED_STATUSES: tuple[JobStatus, ...] = tuple(s for s in JOB_STATUSES if s not in FINISHED_STATUSES)
 ShardStatus = Literal["pending", "running", "done", "failed"]
 SHARD_STATUSES: tuple[ShardStatus, ...] = get_args(ShardStatus)
 
@@ -94,26 +95,16 @@ class Shard(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class _Referent:
-    """Shared columns of the things jobs refer to by name."""
+class TokenSetEntry(Base):
+    """A cached token set (worker/token_sources.py), by the name jobs refer to it with."""
+
+    __tablename__ = "token_sets"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     source: Mapped[str] = mapped_column(Text)  # registry entry, hub name or local path
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
-
-
-class ModelEntry(_Referent, Base):
-    __tablename__ = "models"
-
-
-class SaeEntry(_Referent, Base):
-    __tablename__ = "saes"
-
-
-class TokenSetEntry(_Referent, Base):
-    __tablename__ = "token_sets"
 
 
 def record_token_set(config: Any, name: str, source: str, meta: dict[str, Any]) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 
 from schema.spec import JobSpec
 from ui.data import jobs_api
@@ -25,31 +24,6 @@ def submit_job(spec: JobSpec) -> str:
     if started.queued:
         return f"job {started.job_id} queued for the workers"
     return f"job {started.job_id} started in this server's background thread"
-
-
-def preflight(spec: JobSpec) -> list[str]:
-    """What the CLI checks before it writes a job, without loading a model: every bundled SAE name
-    exists, the token set is readable, and the job is within SAEGAP_MAX_ROWS. Empty when it may start."""
-    from worker.errors import BadInput
-    from worker.registry import open_token_set, registry
-    from worker.size import refusal
-
-    problems = [_unknown_sae(entry, registry()["releases"]) for entry in spec.saes]
-    try:
-        if spec.tokens is not None and spec.tokens.endswith(".npy"):  # text is read when the job prepares
-            open_token_set(spec.tokens, mmap=True)
-    except BadInput as error:
-        problems.append(str(error))
-    problems.append(refusal(spec))
-    return [problem.replace("add --yes", "submit it from the CLI with --yes") for problem in problems if problem]
-
-
-def _unknown_sae(entry: str, releases: dict) -> str | None:
-    """Why a bundled `release/sae_id` names no SAE (None for other names: the job resolves those)."""
-    release, _, sae_id = entry.partition("/")
-    if Path(entry).is_dir() or release not in releases or not sae_id or sae_id in releases[release]["saes"]:
-        return None
-    return f"release {release!r} has no SAE {sae_id!r}; it has {', '.join(releases[release]['saes'])}"
 
 
 def running_threads() -> int:

@@ -23,7 +23,6 @@ CACHE_TTL_S = 15
 HEATMAP_TOKENS = 200_000
 # What the seed's figures compare: the SAE, the isotropic baseline and the two anisotropic ones.
 SEED_INTERVENTIONS = ["sae", "eps_random", "eps_cov_random", "eps_real_diff"]
-ACTIVE_STATUSES = ("queued", "planning", "running")
 # Whitespace made visible in token labels (a leading space is part of most GPT-2 tokens).
 _VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
 

@@ -13,7 +13,8 @@ import os
 
 from celery import Celery
 
-DEFAULT_QUEUE = "saegap"
+from worker.queues import DEFAULT_QUEUE
+
 _DEFAULT_VISIBILITY_TIMEOUT_S = 3600
 
 

@@ -52,7 +52,3 @@ class HookPoint:
     def flatten(self, act: Float[Tensor, "batch pos ..."]) -> Float[Tensor, "batch pos d"]:
         """hook_z (B, P, H, d_head) -> (B, P, H * d_head); other hooks pass through."""
         return act.flatten(-2) if self.point == "attn_z" else act
-
-    def unflatten(self, flat: Float[Tensor, "batch pos d"], like: Tensor) -> Tensor:
-        """Inverse of `flatten`, back to the hook's own shape."""
-        return flat.reshape(like.shape)  # (B, P, H, d_head) for hook_z, else unchanged

@@ -13,16 +13,16 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from schema.spec import JobSpec
+from schema.records import NEXT_TOKEN_SCHEMA
+from schema.spec import BASELINE, SAE, JobSpec
 from worker.embedded import prepared
 from worker.engine import Target, encode_decode, intervened_mask
 from worker.errors import BadInput
 from worker.evaluate import PreparedJob
 from worker.interventions import INTERVENTIONS, Noise, Splice
-from worker.jobs import NEXT_TOKEN_SCHEMA
 from worker.loading import as_tensor
 
-COMPARED = ("sae", "eps_random")  # replacements shown against the clean distribution
+COMPARED = (SAE, BASELINE)  # replacements shown against the clean distribution
 
 
 def next_token_table(spec: JobSpec, run_index: int, sequence: int, position: int, top_k: int) -> pa.Table:

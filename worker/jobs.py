@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import subprocess
 import threading
@@ -22,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -30,16 +28,17 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from schema.errors import JobStateError
-from schema.jobs import JobInfo, Progress, as_utc
+from schema.jobs import JobInfo, Progress, Versions, as_utc
+from schema.records import NEXT_TOKEN_SCHEMA as NEXT_TOKEN_SCHEMA  # next_token_distributions' columns
 from schema.spec import JobSpec
-from schema.store import Store
+from schema.store import Store, process_store
 from schema.tables import FINISHED_STATUSES
-from worker.errors import QueueUnavailable, one_line
+from schema.tables import UNFINISHED_STATUSES as UNFINISHED_STATUSES  # the job API names them for the UI
+from worker.errors import BadInput, QueueUnavailable, one_line
+from worker.queues import model_queue as model_queue  # the job API names it for the worker command
 
 log = logging.getLogger(__name__)
 
-# Distribution names of the libraries a job's results depend on (stored with the job).
-_VERSIONED = {"torch": "torch", "transformer_lens": "transformer-lens", "sae_lens": "sae-lens", "saegap": "saegap"}
 INSPECT_TIMEOUT_S = 300.0
 BROKER_TIMEOUT_S = 5.0  # how long enqueue waits for the broker before refusing the job
 # A planning/running job whose worker has not reported for this long is stale (its process
@@ -47,11 +46,6 @@ BROKER_TIMEOUT_S = 5.0  # how long enqueue waits for the broker before refusing 
 STALE_AFTER_S = 600.0
 ACTIVE_STATUSES = ("planning", "running")
 POLL_S = 1.0  # how often start(wait=True) reads a queued job's progress
-# next_token_distributions' columns, one row per token in the union of the three top-k sets.
-NEXT_TOKEN_SCHEMA = pa.schema(
-    [("token_id", pa.int64()), ("token_text", pa.string()), ("logprob_clean", pa.float32()),
-     ("logprob_sae", pa.float32()), ("logprob_eps_random", pa.float32()), ("rank", pa.int32())]
-)  # fmt: skip
 
 
 class QueueNotConfigured(RuntimeError):
@@ -62,32 +56,25 @@ def queue_configured() -> bool:
     return bool(os.environ.get("SAEGAP_BROKER_URL"))
 
 
-@cache
 def _default_store() -> Store:
-    return Store.open()
+    return process_store()
 
 
 def _store(store: Store | None) -> Store:
     return store if store is not None else _default_store()
 
 
-def model_queue(model: str) -> str:
-    """The queue of one model's tasks: workers started with `--models <model>` take them."""
-    from worker.celery_app import DEFAULT_QUEUE
-
-    return f"{DEFAULT_QUEUE}.{re.sub(r'[^A-Za-z0-9_.-]+', '_', model).strip('_')}"
-
-
 def versions() -> dict[str, Any]:
-    """Installed versions (read from package metadata, so without importing torch)."""
-    found: dict[str, Any] = {}
-    for key, dist in _VERSIONED.items():
-        try:
-            found[key] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            found[key] = "not installed"
-    found["git"] = _git_hash()
-    return found
+    """Installed versions of schema.jobs.Versions' libraries (package metadata: no torch import), and git."""
+    libraries = [name for name in Versions.model_fields if name != "git"]
+    return {**{name: _installed(name.replace("_", "-")) for name in libraries}, "git": _git_hash()}
+
+
+def _installed(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _git_hash() -> str | None:
@@ -295,6 +282,30 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def preflight(spec: JobSpec) -> list[str]:
+    """What the CLI checks before it writes a job, without loading a model: every bundled SAE name
+    exists, the token set is readable, and the job is within SAEGAP_MAX_ROWS. Empty when it may start."""
+    from worker.registry import open_token_set, registry
+    from worker.size import refusal
+
+    problems = [_unknown_sae(entry, registry()["releases"]) for entry in spec.saes]
+    try:
+        if spec.tokens is not None and spec.tokens.endswith(".npy"):  # text is read when the job prepares
+            open_token_set(spec.tokens, mmap=True)
+    except BadInput as error:
+        problems.append(str(error))
+    problems.append(refusal(spec))
+    return [problem.replace("add --yes", "submit it from the CLI with --yes") for problem in problems if problem]
+
+
+def _unknown_sae(entry: str, releases: dict) -> str | None:
+    """Why a bundled `release/sae_id` names no SAE (None for other names: the job resolves those)."""
+    release, _, sae_id = entry.partition("/")
+    if Path(entry).is_dir() or release not in releases or not sae_id or sae_id in releases[release]["saes"]:
+        return None
+    return f"release {release!r} has no SAE {sae_id!r}; it has {', '.join(releases[release]['saes'])}"
+
+
 def get_job(job_id: int, store: Store | None = None) -> JobInfo:
     return _store(store).get_job(job_id)
 
@@ -339,3 +350,17 @@ def _run_index(job_id: int, run_id: int, store: Store | None) -> int:
     if run_id not in run_ids:
         raise ValueError(f"run {run_id} is not a run of job {job_id} (its runs: {run_ids})")
     return run_ids.index(run_id)
+
+
+def bundled_token_sets() -> list[str]:
+    """Names of the token sets models/registry.json bundles (what the UI accepts without a path)."""
+    from worker.registry import registry
+
+    return list(registry()["token_sets"])
+
+
+def data_dir() -> Path:
+    """The local data dir of this process's store description (SAEGAP_DATA)."""
+    from schema.config import StoreConfig
+
+    return StoreConfig.from_env().data_dir

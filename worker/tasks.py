@@ -8,12 +8,11 @@ same model queue it arrived on, so a worker takes the shards of the model it hol
 from __future__ import annotations
 
 import logging
-from functools import cache
 from typing import Any
 
 from celery import Task
 
-from schema.store import Store
+from schema.store import Store, process_store
 from worker.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -25,10 +24,9 @@ MAX_RETRIES = 5
 _RETRY = dict(autoretry_for=(Exception,), retry_backoff=2, retry_backoff_max=120, retry_jitter=True)
 
 
-@cache
 def worker_store() -> Store:
-    """This worker process's store (opened on first use, from the environment)."""
-    return Store.open()
+    """This worker process's store (schema.store.process_store: opened on first use, from the environment)."""
+    return process_store()
 
 
 class _ShardTask(Task):
@@ -44,7 +42,7 @@ class _ShardTask(Task):
 def plan_job_task(self: Task, job_id: int) -> int:
     """Plan a job and enqueue one run_shard per shard; returns the number of shards sent."""
     from worker.embedded import plan_job
-    from worker.jobs import model_queue
+    from worker.queues import model_queue
 
     store = worker_store()
     shards = plan_job(job_id, store, self.request.hostname or None)

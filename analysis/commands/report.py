@@ -6,7 +6,7 @@ an unknown NAME lists them all). `--set` gives any other parameter of the module
 value or a plain string, e.g. `--set min_count=10`, `--set 'interventions=["sae","eps_random"]'`).
 
 `saegap report --job N [--out report.html]` (no NAME) writes a self-contained HTML report.
-The store comes from SAEGAP_DATA / SAEGAP_DATABASE_URL / SAEGAP_DATA_PATH, or --data-dir.
+The store comes from SAEGAP_DATA (or --data-dir) / SAEGAP_DATABASE_URL / SAEGAP_DATA_PATH.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from analysis.output import OUTPUT_FORMATS  # pyarrow only: no pandas/numpy/matplotlib at parser build
+    from schema.output import OUTPUT_FORMATS  # pyarrow only: no pandas/numpy/matplotlib at parser build
 
     parser.add_argument("name", nargs="?", help="analysis module; omit for the HTML report of --job")
     parser.add_argument("--job", type=int, help="job id")
@@ -34,7 +34,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="any other module parameter (JSON value or string); repeatable")  # fmt: skip
     parser.add_argument("--format", choices=OUTPUT_FORMATS, default="table", help="output of a module (default table)")
     parser.add_argument("--out", type=Path, help="write here instead of stdout (HTML report: default report.html)")
-    parser.add_argument("--data-dir", type=Path, help="local store directory (default: SAEGAP_DATA or ./saegap-data)")
 
 
 def _settings(pairs: list[str]) -> dict[str, Any]:
@@ -51,17 +50,6 @@ def _settings(pairs: list[str]) -> dict[str, Any]:
     return settings
 
 
-def _store(args: argparse.Namespace) -> Any:
-    """The store to read: --data-dir, else the environment's (schema.read.default_store)."""
-    from schema.config import StoreConfig
-    from schema.read import default_store
-    from schema.store import Store
-
-    if args.data_dir is None:
-        return default_store()
-    return Store.open(StoreConfig.from_env().model_copy(update={"data_dir": args.data_dir}))
-
-
 def _write(text: str, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(text)
@@ -71,13 +59,13 @@ def _write(text: str, out: Path | None) -> None:
 
 
 def _answer(args: argparse.Namespace) -> int:
-    from analysis.output import as_text
     from analysis.registry import get_module
+    from schema.output import render
 
     module = get_module(args.name)
     filters = {"job": args.job, "run": args.run, "layer": args.layer}
     params = module.params(**{k: v for k, v in filters.items() if v is not None}, **_settings(args.settings))
-    _write(as_text(module(params, store=_store(args)), args.format), args.out)
+    _write(render(module(params), args.format), args.out)
     return 0
 
 
@@ -86,9 +74,10 @@ def _report(args: argparse.Namespace) -> int:
 
     if args.job is None:
         raise ValueError("the HTML report needs --job N (or give a module NAME)")
-    store = _store(args)
-    store.get_job(args.job)  # UnknownJobError for a job id the store never had
-    _write(build_report(args.job, store=store), args.out or Path("report.html"))
+    from schema.read import default_store
+
+    default_store().get_job(args.job)  # UnknownJobError for a job id the store never had
+    _write(build_report(args.job), args.out or Path("report.html"))
     return 0
 
 

@@ -272,11 +272,10 @@ def console(secure: SecureStore) -> Iterator[Callable[[str, float], list[str]]]:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    import worker.jobs
+    import schema.store
     from tests.ui.conftest import APP
 
-    read._cached_store.cache_clear()
-    worker.jobs._default_store.cache_clear()
+    schema.store.forget_process_stores()
     st.cache_data.clear()
     app = AppTest.from_file(str(APP), default_timeout=120).run()
     app.switch_page("views/sql_console.py").run()
@@ -292,8 +291,7 @@ def console(secure: SecureStore) -> Iterator[Callable[[str, float], list[str]]]:
     yield run
     with contextlib.suppress(Exception):
         read.default_store().close()
-    read._cached_store.cache_clear()
-    worker.jobs._default_store.cache_clear()
+    schema.store.forget_process_stores()
     st.cache_data.clear()
 
 

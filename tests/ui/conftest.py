@@ -17,13 +17,13 @@ def ui_store(fixture_store: Fixture, monkeypatch: pytest.MonkeyPatch) -> Iterato
     """Point SAEGAP_DATA at the fixture store, so the UI's default store (read and job API) is it."""
     import streamlit as st
 
-    import worker.jobs
+    import schema.store
 
     monkeypatch.setenv("SAEGAP_DATA", str(fixture_store.store.config.data_dir))
     monkeypatch.delenv("SAEGAP_DATABASE_URL", raising=False)
     monkeypatch.delenv("SAEGAP_BROKER_URL", raising=False)
-    worker.jobs._default_store.cache_clear()  # opened once per process; reopen on the fixture's dir
+    schema.store.forget_process_stores()  # opened once per process; reopen on the fixture's dir
     st.cache_data.clear()
     yield fixture_store
-    worker.jobs._default_store.cache_clear()
+    schema.store.forget_process_stores()
     st.cache_data.clear()

@@ -12,7 +12,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-import worker.jobs
+import schema.store
 from saegap.cli import main
 from schema.config import StoreConfig
 from schema.spec import JobSpec
@@ -30,10 +30,10 @@ def queued_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[St
         monkeypatch.delenv(name, raising=False)
     store = Store.open(StoreConfig.from_env())
     store.create_job(JobSpec(), VERSIONS)
-    worker.jobs._default_store.cache_clear()
+    schema.store.forget_process_stores()
     st.cache_data.clear()
     yield store
-    worker.jobs._default_store.cache_clear()
+    schema.store.forget_process_stores()
     st.cache_data.clear()
     store.close()
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from saegap.cli import main
+from saegap.evaluate import DEFAULT_SEQUENCES
 from schema.config import StoreConfig
 from schema.store import Store
-from worker.commands.evaluate import DEFAULT_SEQUENCES
 
 REPO = Path(__file__).resolve().parents[2]
 

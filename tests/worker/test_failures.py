@@ -22,7 +22,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import schema.store
 from saegap.cli import main
+from saegap.evaluate import DEFAULT_SEQUENCES, with_default_sequences
 from schema.config import StoreConfig
 from schema.errors import JobStateError
 from schema.jobs import as_utc
@@ -32,7 +34,6 @@ from schema.store import Store
 from tests.worker.test_jobs import record_counts, tiny_spec
 from worker import jobs
 from worker.commands import spec_args
-from worker.commands.evaluate import DEFAULT_SEQUENCES, with_default_sequences
 from worker.errors import QueueUnavailable
 from worker.size import MAX_ROWS, estimate
 
@@ -204,9 +205,9 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """SAEGAP_DATA in tmp_path, and the job API's default store opened afresh from it (not an earlier test's)."""
     monkeypatch.delenv("SAEGAP_DATABASE_URL", raising=False)
     monkeypatch.setenv("SAEGAP_DATA", str(tmp_path / "store"))
-    jobs._default_store.cache_clear()
+    schema.store.forget_process_stores()
     yield tmp_path / "store"
-    jobs._default_store.cache_clear()
+    schema.store.forget_process_stores()
 
 
 def tiny_flags(assets: dict[str, str]) -> list[str]:

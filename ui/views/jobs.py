@@ -10,9 +10,10 @@ import streamlit as st
 from pydantic import ValidationError
 
 from schema.spec import INTERVENTION_NAMES, AllTokenScope, JobSpec, SingleTokenScope
-from ui.background import preflight, running_threads, submit_job
-from ui.data import ACTIVE_STATUSES, job_table, jobs_api
+from ui.background import running_threads, submit_job
+from ui.data import job_table, jobs_api
 from ui.deployment import allowed_token_set, read_only
+from worker.jobs import UNFINISHED_STATUSES
 
 DEFAULTS = JobSpec()
 SCOPES = {"all_tokens": "all tokens at once", "single_token": "one target position"}
@@ -83,7 +84,7 @@ def _submit_form() -> None:
         st.error(f"The job was not started: {refused}")
         return
     spec = spec.model_copy(update={"tokens": tokens})
-    problems = preflight(spec)  # the CLI's checks before it writes a job: names, token set, size
+    problems = jobs_api().preflight(spec)  # the CLI's checks before it writes a job: names, token set, size
     if problems:
         st.error("The job was not started:\n\n" + "\n".join(f"- {problem}" for problem in problems))
         return
@@ -96,7 +97,7 @@ def _with_progress(jobs: pd.DataFrame) -> pd.DataFrame:
     api = jobs_api()
     eta, rate, stale = [], [], []
     for job_id, status in zip(jobs.job, jobs.status, strict=True):
-        progress = api.progress(int(job_id)) if status in ACTIVE_STATUSES else None
+        progress = api.progress(int(job_id)) if status in UNFINISHED_STATUSES else None
         eta.append(progress.eta_seconds if progress else None)
         rate.append(progress.tokens_per_second if progress else None)
         stale.append(api.stale_reason(api.get_job(int(job_id))) if progress else None)  # worker gone: resumable
@@ -123,7 +124,7 @@ def _job_list() -> None:
     latest = jobs.iloc[0]
     st.markdown(f"Latest: job {latest.job} · **{latest.status}** · shards {latest.shards}")
     st.dataframe(_with_progress(jobs), hide_index=True, width="stretch")
-    active = int(jobs.status.isin(ACTIVE_STATUSES).sum())
+    active = int(jobs.status.isin(UNFINISHED_STATUSES).sum())
     if not active and st.session_state.get("jobs_refreshing"):
         st.session_state.jobs_refreshing = False
         st.rerun()  # the whole page, so the list stops refreshing
@@ -155,7 +156,7 @@ def _links(jobs: pd.DataFrame) -> None:
 
 def _job_section() -> None:
     st.subheader("Jobs")
-    active = bool(job_table().status.isin(ACTIVE_STATUSES).any())
+    active = bool(job_table().status.isin(UNFINISHED_STATUSES).any())
     st.session_state.jobs_refreshing = active
     st.fragment(run_every=REFRESH_S if active else None)(_job_list)()
 
@@ -163,7 +164,7 @@ def _job_section() -> None:
 def _cancel(jobs: pd.DataFrame) -> None:
     if read_only():  # a read-only deployment (saegap ui --read-only) shows jobs but changes none
         return
-    active = jobs[jobs.status.isin(["queued", "planning", "running"])].job.tolist()
+    active = jobs[jobs.status.isin(UNFINISHED_STATUSES)].job.tolist()
     if not active:
         return
     job_id = st.selectbox("Cancel job", active)

@@ -1,4 +1,4 @@
-"""SQL console: one read-only statement through schema.read.query (allow-list, read process, limits)."""
+"""SQL console: one read-only statement through analysis.console (the read path: allow-list, read process, limits)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import re
 
 import streamlit as st
 
-from schema.errors import StoreError, WriteRefusedError
-from schema.read import one_line, query
+from analysis.console import StoreError, WriteRefusedError, one_line, run_statement
 
 log = logging.getLogger(__name__)
 MAX_BYTES = 64 * 2**20  # of one result: what a browser table and its CSV download can hold
@@ -28,7 +27,7 @@ WRITE_WORD = re.compile(
 
 def _run(sql: str, timeout_s: float, max_rows: int) -> None:
     try:
-        table = query(sql, timeout_s=timeout_s, max_rows=max_rows, max_bytes=MAX_BYTES)
+        table = run_statement(sql, timeout_s=timeout_s, max_rows=max_rows, max_bytes=MAX_BYTES)
     except WriteRefusedError as error:
         if type(error.__cause__).__name__ == "ParserException" and not WRITE_WORD.search(sql):  # a typo
             st.error(f"Query failed: the SQL does not parse. {one_line(error.__cause__)}")
