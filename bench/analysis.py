@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.registry import MODULES
+from schema import read
 from schema.config import StoreConfig
 from schema.records import INTERVENTION_SCHEMA, TOKEN_SCHEMA
 from schema.spec import INTERVENTION_NAMES, JobSpec, SingleTokenScope
@@ -168,6 +170,9 @@ def generate_single_token(store: Store, n_seq: int, samples: int, sequences_per_
 
 def time_modules(store: Store, job_id: int, repeats: int, names: list[str]) -> dict[str, tuple[float, int]]:
     """Median wall seconds and row count of each named module's default answer for the job."""
+    started = time.perf_counter()
+    read.query("SELECT count(*) FROM runs", store=store)  # start the read processes: not any module's time
+    log.info("first query (read processes started) %.2f s", time.perf_counter() - started)
     results = {}
     for name in names:
         module = MODULES[name]
@@ -195,6 +200,7 @@ def main() -> None:
     parser.add_argument("--modules", help="comma-separated module names (default: every registered module)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     with Store.open(StoreConfig(data_dir=args.data_dir)) as store:
         if args.job:  # an existing store (e.g. bench/store.py's): time what is there, write nothing
             jobs = [args.job, *([args.single_job] if args.single_job else [])]
@@ -209,6 +215,7 @@ def main() -> None:
             print("| module | median s | rows |\n|---|---:|---:|")
             for name, (seconds, count) in results.items():
                 print(f"| {name} | {seconds:.2f} | {count} |")
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":
