@@ -54,8 +54,17 @@ def _selects(store: Store, job_id: int | None) -> dict[str, str]:
     if job_id is None:
         return {table: f"SELECT * FROM lake.{table}" for table in RECORD_TABLES}
     store.get_job(job_id)
-    runs_of_job = f"run_id IN (SELECT run_id FROM lake.runs WHERE job_id = {int(job_id)})"
-    return {table: f"SELECT * FROM lake.{table} WHERE {runs_of_job}" for table in RECORD_TABLES}
+    runs_of_job = f"IN (SELECT run_id FROM lake.runs WHERE job_id = {int(job_id)})"
+    return {
+        table: f"SELECT * FROM lake.{table} WHERE {_run_key(store, table)} {runs_of_job}" for table in RECORD_TABLES
+    }
+
+
+def _run_key(store: Store, table: str) -> str:
+    """The column naming a table's run: run_id, or run_a for rollups over pairs of runs (both runs of a pair
+    belong to one job, so one side decides)."""
+    columns = {row[0] for row in store.reader().execute(f"DESCRIBE lake.{table}").fetchall()}
+    return "run_id" if "run_id" in columns else "run_a"
 
 
 def jobs_table(store: Store, job_id: int | None) -> pa.Table:
