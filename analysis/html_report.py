@@ -127,7 +127,7 @@ _LOSS_AS_KL = {"kl_mean": "_kl", "kl_mean_lo": "_kl_lo", "kl_mean_hi": "_kl_hi",
 
 def _single_token_figures(answers: Answers) -> list[str]:
     downstream = answers("downstream")
-    sigma = answers("sigma_test")
+    sigma = answers("sigma")
     shown = sigma.head(SIGMA_PANELS)
     tokens = zip(shown.run_id, shown.sequence, shown.position, strict=True)  # one small query per token drawn
     draws = [answers("sigma_draws", run=int(run), sequence=int(seq), position=int(pos)) for run, seq, pos in tokens]
@@ -137,7 +137,7 @@ def _single_token_figures(answers: Answers) -> list[str]:
                  figures.target_bars(downstream)),
         _section("Single-token interventions: KL downstream", "downstream", figures.per_run_lines(
             downstream, "offset", "kl_mean", "positions after the target", "mean KL (log)"), html_table(downstream)),
-        _section("How pathological: SAE KL among random draws", "sigma_test", figures.sigma_panels(shown, draws),
+        _section("How pathological: SAE KL among random draws", "sigma", figures.sigma_panels(shown, draws),
                  html_table(sigma.sort_values("z", ascending=False).head(20))),
     ]  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""The random draws behind sigma_test: every draw's KL next to the SAE's KL, for the seed's per-token histograms."""
+"""The random draws behind sigma: every draw's KL next to the SAE's KL, for the seed's per-token histograms."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from analysis.base import SELECTED_RUNS, ScopedFilters, empty_like, read
-from analysis.sigma_test import Params as SigmaParams
+from analysis.sigma import Params as SigmaParams
 
 
 class Params(SigmaParams):
@@ -32,7 +32,7 @@ SELECT count(*) > 0 AS has_draws FROM (
 
 SQL = f"""
 WITH {SELECTED_RUNS},
-tested AS (  -- as in sigma_test: a draw numbered min_samples-1 means enough draws
+tested AS (  -- as in sigma: a draw numbered min_samples-1 means enough draws
   SELECT DISTINCT run_id, sequence, position
   FROM interventions JOIN selected USING (run_id)
   WHERE intervention = $baseline AND sample = $min_samples - 1 AND ($sequence IS NULL OR sequence = $sequence)

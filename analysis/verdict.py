@@ -11,7 +11,7 @@ The verdict against B reads the KL ratio's interval (VERDICT_RULE): `pathologica
 lower bound is above 1, `better than baseline` when its upper bound is below 1, `no gap` when
 it contains 1; NULL when the run has no records of B. `frac_tokens_sae_above_eps_random` is the
 share of intervened tokens whose SAE KL exceeds the sample-0 eps_random KL. For single-token runs
-with enough draws (analysis.sigma_test), z_median, z_p90 and frac_z_above_2 summarise the sigma
+with enough draws (analysis.sigma), z_median, z_p90 and frac_z_above_2 summarise the sigma
 test's z per token; NULL for runs without.
 """
 
@@ -27,8 +27,8 @@ from pydantic import Field
 from analysis.base import GAPS, SELECTED_RUNS, Scope, ScopedFilters, empty_like, read
 from analysis.bootstrap import bootstrap_means, percentile_interval
 from analysis.layer_summary import PER_SEQUENCE_SQL
-from analysis.sigma_test import Params as SigmaParams
-from analysis.sigma_test import sigma_test
+from analysis.sigma import Params as SigmaParams
+from analysis.sigma import sigma
 from schema.spec import RANDOM_BASELINES
 
 BASELINES: tuple[str, ...] = RANDOM_BASELINES  # compared with the SAE, most natural first (docs/method.md §2.1)
@@ -151,7 +151,7 @@ def _sigma_summary(params: Params, store: Any, any_single_token: bool) -> pd.Dat
     filters = {"job": params.job, "run": params.run, "layer": params.layer, "scope": "single_token"}
     z = pd.DataFrame({"run_id": [], "z": []})
     if any_single_token:
-        z = sigma_test(SigmaParams(**filters), store=store).to_pandas()[["run_id", "z"]].dropna()
+        z = sigma(SigmaParams(**filters), store=store).to_pandas()[["run_id", "z"]].dropna()
     if z.empty:
         return pd.DataFrame({"run_id": pd.Series(dtype="int64"), **{c: pd.Series(dtype="float64") for c in _Z_COLUMNS}})
     grouped = z.groupby("run_id").z

@@ -45,10 +45,10 @@ from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValue
 
 from schema.spec import JobSpec, SingleTokenScope
 from worker.engine import EngineSettings, Target, encode_decode, evaluate_batch, intervened_mask
-from worker.evaluate import PreparedJob, prepare_job, shard_ranges
 from worker.interventions import INTERVENTIONS, Noise, Splice
 from worker.loading import as_tensor
 from worker.peers import saelens_kl_and_ce
+from worker.prepare import PreparedJob, prepare_job, shard_ranges
 
 REPEATS = 3
 ROWS_TOKENS = 16_384  # tokens per plain pass in the bounds (the old default max_tokens_per_pass)

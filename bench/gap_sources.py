@@ -23,10 +23,10 @@ import torch
 from schema.spec import ERROR_PART_NAMES, SEED_INTERVENTION_NAMES, JobSpec
 from worker.engine import evaluate_batch
 from worker.error_parts import fit_error_maps
-from worker.evaluate import prepare_job, shard_ranges
 from worker.interventions import INTERVENTIONS
 from worker.joint import evaluate_joint
 from worker.loading import as_tensor
+from worker.prepare import prepare_job, shard_ranges
 
 
 def _timed(fn: Callable[[], object]) -> tuple[float, object]:

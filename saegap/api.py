@@ -1,7 +1,7 @@
 """The Python API for notebooks: `saegap.evaluate(model, saes, tokens=None, data_dir=None, **job_fields)`.
 
 No broker and no server: records go to `data_dir` (a local store: SQLite and Parquet files), or
-to a fresh temporary directory when none is given. The job starts through worker.jobs.start, the
+to a fresh temporary directory when none is given. The job starts through worker.api.start, the
 function the CLI and the UI call. A job that names only files and Hub names, with a `data_dir`,
 goes to the queue when SAEGAP_BROKER_URL is set (workers must see that directory); a job with an
 in-memory model, SAE or token tensor, or a temporary store, always runs here: objects in this
@@ -141,17 +141,17 @@ def _sae_entry(sae: Any, root: Path, written: list[Path]) -> str:
 
 def _prepare_first(spec: JobSpec) -> None:
     """Load and check everything before the job is stored, so bad input writes nothing; the run reuses it."""
-    from worker.embedded import prepared
+    from worker.steps import prepared
 
     prepared(spec)
 
 
 def _start(spec: JobSpec, store: Store, here: bool) -> Any:
-    """worker.jobs.start, waiting; TransformerLens's loading prints go to stderr as in the CLI."""
+    """worker.api.start, waiting; TransformerLens's loading prints go to stderr as in the CLI."""
     import contextlib
     import sys
 
-    from worker import jobs
+    from worker import api
 
     with contextlib.redirect_stdout(sys.stderr):
-        return jobs.start(spec, store=store, where="here" if here else "auto").job
+        return api.start(spec, store=store, where="here" if here else "auto").job

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from schema.jobs import JobInfo, Progress
 from schema.spec import JobSpec
 from schema.store import Store
-from worker import jobs
+from worker import api
 from worker.commands import err, out, spec_args
 from worker.errors import QueueUnavailable
 
@@ -69,10 +69,10 @@ def with_default_sequences(spec: JobSpec) -> JobSpec:
 
 
 def start_and_wait(spec: JobSpec, store: Store) -> JobInfo:
-    """jobs.start (queued with a broker, else here) and wait for it, a bar advancing per shard."""
+    """api.start (queued with a broker, else here) and wait for it, a bar advancing per shard."""
     with _Bar() as bar, contextlib.redirect_stdout(sys.stderr):
         # TransformerLens prints while loading ("Changing model dtype ..."): keep stdout for the table.
-        return jobs.start(spec, store=store, on_progress=bar.update).job
+        return api.start(spec, store=store, on_progress=bar.update).job
 
 
 class _Bar:

@@ -22,7 +22,7 @@ from schema.tables import FINISHED_STATUSES, Job, JobStatus, Run, Shard, utc_now
 
 class Versions(BaseModel):
     """Library versions the worker ran with, stored with the job: one field per library the results depend
-    on, named as the distribution is with '-' for '_' (worker.jobs.versions reads exactly these), plus git."""
+    on, named as the distribution is with '-' for '_' (worker.api.versions reads exactly these), plus git."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 

@@ -21,7 +21,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "schema": (),
     "worker": ("schema",),
     "analysis": ("schema.read", "schema.spec", "schema.errors", "schema.relations", "schema.output"),  # the read path
-    "ui": ("analysis", "worker.jobs", "schema.spec"),  # analysis and the job API (a JobSpec is its argument)
+    "ui": ("analysis", "worker.api", "schema.spec"),  # analysis and the job API (a JobSpec is its argument)
     "saegap": ("worker", "schema", "analysis", "ui"),  # the console command and the Python API wire all
 }
 

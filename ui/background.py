@@ -1,6 +1,6 @@
 """Submitting jobs from the UI without blocking the page.
 
-`worker.jobs.start(spec, wait=False)` decides, as for every other entry point: with a broker
+`worker.api.start(spec, wait=False)` decides, as for every other entry point: with a broker
 it hands the job to the Celery workers; without one (embedded mode) it runs the job in a
 daemon thread of the Streamlit server. Either way the page stays responsive, the job id is
 known at once and the job list shows its progress. The thread dies with the server; a job

@@ -35,10 +35,10 @@ def answer(name: str, **params: Any) -> pd.DataFrame:
 
 
 def jobs_api() -> Any:
-    """worker.jobs, the torch-free job API (imported on use so a page without jobs never needs it)."""
-    import worker.jobs
+    """worker.api, the torch-free job API (imported on use so a page without jobs never needs it)."""
+    import worker.api
 
-    return worker.jobs
+    return worker.api
 
 
 @st.cache_data(ttl=5, show_spinner=False)

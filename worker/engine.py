@@ -10,7 +10,7 @@ keys and values of the positions before P, which no intervention at P can change
 || Q) over the full vocabulary and the CE loss are computed only at the recorded positions,
 fused and in vocabulary chunks (docs/method.md §3, docs/engine.md).
 
-It knows nothing of databases or queues: see worker/evaluate.py for the job-level loop.
+It knows nothing of databases or queues: see worker/prepare.py for the job-level loop.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from worker.budget import REPLACEMENT_SHARE, BatchShape, BlockPlan, plan_blocks
 from worker.errors import BadInput
 from worker.hooks import HookPoint
 from worker.interventions import ActivationStats, Intervention, Noise, Splice
-from worker.records import intervention_table, token_table
+from worker.to_arrow import intervention_table, token_table
 
 # Positional schemes whose patched passes may start at P over cached keys and values: learned
 # positions live in the residual stream, rotary is applied from the cache's offset.

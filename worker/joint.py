@@ -28,7 +28,7 @@ from transformer_lens import HookedTransformer
 from schema.spec import SingleTokenScope
 from worker.engine import EngineSettings, RunRecords, Target, Window, encode_decode, intervened_mask
 from worker.interventions import Noise, Splice
-from worker.records import intervention_table, token_table
+from worker.to_arrow import intervention_table, token_table
 
 _SITE_SEED_MIX = 0x5BD1E995  # site i > 0 draws with seed (seed + i * mix) mod 2^31
 

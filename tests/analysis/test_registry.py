@@ -16,12 +16,12 @@ from schema.store import Store
 from tests.fixture_store import FIXTURE_VERSIONS, Fixture
 
 SEED_QUESTIONS = {
-    "layer_summary", "kl_histogram", "by_position", "downstream", "sigma_test", "gap_correlates",
+    "layer_summary", "kl_histogram", "by_position", "downstream", "sigma", "gap_correlates",
     "cross_layer", "top_tokens", "sensitivity_curve", "compare_saes",
 }  # fmt: skip
 # Nothing from one all-token `sae` record: a CI, std, z or correlation needs spread, a gap needs
 # eps_random, downstream needs a single-token run. Plain aggregates give that record's row.
-EMPTY_ON_ONE_RECORD = {"layer_summary", "sigma_test", "sigma_draws", "gap_correlates", "cross_layer", "top_tokens"}
+EMPTY_ON_ONE_RECORD = {"layer_summary", "sigma", "sigma_draws", "gap_correlates", "cross_layer", "top_tokens"}
 EMPTY_ON_ONE_RECORD |= {"downstream", "verdict"}  # verdict: its ratios need a CI
 EMPTY_ON_ONE_RECORD |= {"error_parts", "joint"}  # no error-part interventions, no joint run: no row
 

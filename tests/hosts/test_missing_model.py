@@ -16,7 +16,7 @@ from schema.config import StoreConfig
 from schema.spec import JobSpec
 from schema.store import Store
 from tests.hosts.broker import use_env_broker
-from worker import jobs
+from worker import api
 
 BROKER = "redis://127.0.0.1:6379/11"
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def test_worker_without_the_model_fails_the_job_once(env: dict[str, str], tmp_pa
                                   stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         with Store.open(StoreConfig.from_env()) as store:
-            job_id = jobs.enqueue(JobSpec(n_sequences=2, device="cpu"), store=store)
+            job_id = api.enqueue(JobSpec(n_sequences=2, device="cpu"), store=store)
             while store.get_job(job_id).status not in ("failed", "done", "cancelled"):
                 assert worker.poll() is None, log.read_text()[-2000:]  # progress: the worker is alive
                 time.sleep(0.3)

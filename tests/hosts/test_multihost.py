@@ -27,8 +27,8 @@ from tests.hosts import network
 from tests.hosts.broker import use_env_broker
 from tests.hosts.services import Services
 from tests.worker.conftest import save_tiny_assets
-from tests.worker.test_jobs import expected_rows, record_counts, tiny_spec
-from worker import jobs
+from tests.worker.test_api import expected_rows, record_counts, tiny_spec
+from worker import api
 
 pytestmark = pytest.mark.multihost
 REPO = Path(__file__).resolve().parents[2]
@@ -153,7 +153,7 @@ def assert_exact(cluster: Cluster, job_id: int, spec: JobSpec, runs: int) -> Non
 
 def test_a_job_split_across_two_worker_hosts(cluster: Cluster) -> None:
     spec = tiny_spec(cluster.assets, n_sequences=8, sequences_per_shard=1, samples=2)
-    job_id = jobs.enqueue(spec, store=cluster.store)
+    job_id = api.enqueue(spec, store=cluster.store)
     job = wait_finished(cluster.store, job_id)
     assert (job.status, job.error, job.shards_done) == ("done", None, 8)
     assert {s.worker for s in cluster.store.list_shards(job_id)} == {f"saegap@{h}" for h in WORKER_HOSTS}
@@ -164,7 +164,7 @@ def test_a_job_split_across_two_worker_hosts(cluster: Cluster) -> None:
 
 def test_broker_restarted_mid_job(cluster: Cluster) -> None:
     spec = tiny_spec(cluster.assets, n_sequences=8, sequences_per_shard=1, seed=1)
-    job_id = jobs.enqueue(spec, store=cluster.store)
+    job_id = api.enqueue(spec, store=cluster.store)
     wait_for(cluster.store, job_id, lambda s: s.get_job(job_id).shards_done >= 1, "a shard finished")
     cluster.services.restart_redis()  # queued and unacknowledged shards survive in the append-only file
     job = wait_finished(cluster.store, job_id)
@@ -175,7 +175,7 @@ def test_broker_restarted_mid_job(cluster: Cluster) -> None:
 
 def test_database_down_while_shards_are_in_flight(cluster: Cluster) -> None:
     spec = tiny_spec(cluster.assets, n_sequences=8, sequences_per_shard=1, seed=2)
-    job_id = jobs.enqueue(spec, store=cluster.store)
+    job_id = api.enqueue(spec, store=cluster.store)
     wait_for(cluster.store, job_id, lambda s: any(x.status == "running" for x in s.list_shards(job_id)), "a start")
     retries_before = sum(cluster.log(h).count(" retry: ") for h in WORKER_HOSTS)
     cluster.services.stop_postgres()
@@ -191,7 +191,7 @@ def test_database_down_while_shards_are_in_flight(cluster: Cluster) -> None:
 
 def test_a_worker_host_cut_off_mid_shard(cluster: Cluster) -> None:
     spec = tiny_spec(cluster.assets, n_sequences=6, sequences_per_shard=1, samples=4, seed=3)
-    job_id = jobs.enqueue(spec, store=cluster.store)
+    job_id = api.enqueue(spec, store=cluster.store)
     victim = "saegap@worker1"
 
     def running_on_victim(store: Store) -> bool:

@@ -250,13 +250,13 @@ def test_context_page_legend_names_each_series_kl_and_labels_whitespace_tokens(
 ) -> None:
     import pyarrow as pa
 
-    import worker.jobs
+    import worker.api
 
     texts = [" the", "\n", "const"]
     rows = [{"token_id": i, "token_text": text, "logprob_clean": -1.0 - i, "logprob_sae": -1.5 - i,
              "logprob_eps_random": -1.1 - i, "rank": i + 1} for i, text in enumerate(texts)]  # fmt: skip
-    table = pa.Table.from_pylist(rows, schema=worker.jobs.NEXT_TOKEN_SCHEMA)
-    monkeypatch.setattr(worker.jobs, "next_token_distributions", lambda *args, **kwargs: table)
+    table = pa.Table.from_pylist(rows, schema=worker.api.NEXT_TOKEN_SCHEMA)
+    monkeypatch.setattr(worker.api, "next_token_distributions", lambda *args, **kwargs: table)
     app = open_page("context", ui_store, "all")
     recorded = frames(app)[0].iloc[0]
     app.button[0].click().run()

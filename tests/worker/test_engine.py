@@ -17,10 +17,10 @@ from tests.worker.conftest import BOS, CONTEXT, random_tokens, settings, tiny_mo
 from worker.commands import spec_args
 from worker.engine import Target, Window, clean_pass, evaluate_batch
 from worker.errors import BadInput
-from worker.evaluate import prepare_job
 from worker.hooks import HookPoint
 from worker.interventions import INTERVENTIONS, Intervention, fit_activation_stats
 from worker.loading import check_fit
+from worker.prepare import prepare_job
 
 
 def target_at(model, hook_name: str, seed: int = 0) -> Target:

@@ -13,9 +13,9 @@ from schema.spec import ERROR_PART_NAMES, JobSpec
 from tests.worker.conftest import random_tokens
 from tests.worker.test_engine import run, target_at
 from worker.error_parts import fit_error_map, sae_error
-from worker.evaluate import evaluate_shard, prepare_job
 from worker.hooks import HookPoint
 from worker.interventions import INTERVENTIONS, Noise, Splice, fit_activation_stats
+from worker.prepare import evaluate_shard, prepare_job
 
 N, D = 256, 24
 

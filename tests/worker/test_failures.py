@@ -31,8 +31,8 @@ from schema.jobs import as_utc
 from schema.read import query
 from schema.spec import JobSpec
 from schema.store import Store
-from tests.worker.test_jobs import record_counts, tiny_spec
-from worker import jobs
+from tests.worker.test_api import record_counts, tiny_spec
+from worker import api
 from worker.commands import spec_args
 from worker.errors import QueueUnavailable
 from worker.size import MAX_ROWS, estimate
@@ -168,14 +168,14 @@ def test_position_beyond_the_context_is_refused_before_the_model_loads(
     def no_model(*args: object) -> None:
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr("worker.evaluate.cached_model", no_model)
+    monkeypatch.setattr("worker.prepare.cached_model", no_model)
     spec = tiny_spec(tiny_assets, scope={"kind": "single_token", "position": 1000})
     assert_fails_before_writing(spec, tmp_store, "target position 1000 is beyond the context of 24 tokens")
 
 
 def assert_fails_before_writing(spec: object, store: Store, message: str) -> None:
-    job_id = jobs.submit(spec, store=store)
-    job = jobs.get_job(job_id, store=store)
+    job_id = api.submit(spec, store=store)
+    job = api.get_job(job_id, store=store)
     assert job.status == "failed", (job.status, job.error)
     assert message in job.error and "\n" not in job.error and "Traceback" not in job.error
     assert store.job_run_ids(job_id) == set() and store.list_shards(job_id) == []
@@ -188,9 +188,9 @@ def test_unexpected_error_fails_the_job_with_one_line_and_logs_the_traceback(
     def broken(*args: object) -> None:
         raise RuntimeError("CUDA error: an illegal memory access\nwas encountered")
 
-    monkeypatch.setattr("worker.embedded.evaluate_shard", broken)
-    job_id = jobs.submit(tiny_spec(tiny_assets), store=tmp_store)
-    job = jobs.get_job(job_id, store=tmp_store)
+    monkeypatch.setattr("worker.steps.evaluate_shard", broken)
+    job_id = api.submit(tiny_spec(tiny_assets), store=tmp_store)
+    job = api.get_job(job_id, store=tmp_store)
     assert (job.status, job.error) == ("failed", "RuntimeError: CUDA error: an illegal memory access; was encountered")
     assert [s.status for s in tmp_store.list_shards(job_id)] == ["failed", "pending"]
     failure = [r for r in caplog.records if r.getMessage().startswith(f"job {job_id} failed")]
@@ -285,11 +285,11 @@ def test_a_publish_that_fails_removes_the_job(
         raise ConnectionError("broker went away")
 
     monkeypatch.setenv("SAEGAP_BROKER_URL", "redis://127.0.0.1:6379/7")
-    monkeypatch.setattr(jobs, "check_broker", lambda: None)
-    monkeypatch.setattr(jobs, "_send_plan", refuse)
+    monkeypatch.setattr(api, "check_broker", lambda: None)
+    monkeypatch.setattr(api, "_send_plan", refuse)
     with pytest.raises(QueueUnavailable, match="broker went away"):
-        jobs.enqueue(tiny_spec(tiny_assets), store=tmp_store)
-    assert jobs.list_jobs(store=tmp_store) == []
+        api.enqueue(tiny_spec(tiny_assets), store=tmp_store)
+    assert api.list_jobs(store=tmp_store) == []
 
 
 # --- a worker that died: stale, then resumed -------------------------------------------------------
@@ -336,7 +336,7 @@ def test_killed_evaluate_is_stale_and_resumes_to_the_same_records(
     with Store.open(StoreConfig(data_dir=data_dir)) as store:
         killed = store.get_job(1)
     assert killed.status == "running" and 2 <= killed.shards_done < 16
-    assert jobs.stale_reason(killed) == f"its process {process.pid} on {socket.gethostname()} is gone"
+    assert api.stale_reason(killed) == f"its process {process.pid} on {socket.gethostname()} is gone"
 
     assert main(["status", "1"]) == 0
     assert capsys.readouterr().out.startswith(f"job 1: running (stale: its process {process.pid} on ")
@@ -357,16 +357,16 @@ def test_killed_evaluate_is_stale_and_resumes_to_the_same_records(
 
 
 def test_a_live_job_is_not_resumed_and_a_silent_one_is_stale(tiny_assets: dict[str, str], tmp_store: Store) -> None:
-    job_id = jobs.create(tiny_spec(tiny_assets), store=tmp_store)
+    job_id = api.create(tiny_spec(tiny_assets), store=tmp_store)
     tmp_store.set_job_status(job_id, "running")
     tmp_store.touch_job(job_id, f"{socket.gethostname()}:{os.getpid()}")  # this process: alive
     job = tmp_store.get_job(job_id)
-    assert jobs.stale_reason(job) is None
+    assert api.stale_reason(job) is None
     with pytest.raises(JobStateError, match="resume a job only once its worker is gone"):
-        jobs.resume(job_id, store=tmp_store)
-    later = as_utc(job.heartbeat_at) + timedelta(seconds=jobs.STALE_AFTER_S + 60)
+        api.resume(job_id, store=tmp_store)
+    later = as_utc(job.heartbeat_at) + timedelta(seconds=api.STALE_AFTER_S + 60)
     tmp_store.touch_job(job_id, "worker-1@elsewhere")
-    assert jobs.stale_reason(tmp_store.get_job(job_id), now=later).startswith("no worker has reported for")
+    assert api.stale_reason(tmp_store.get_job(job_id), now=later).startswith("no worker has reported for")
 
 
 def test_resume_with_a_queue_reopens_the_job_and_sends_its_plan(
@@ -374,15 +374,15 @@ def test_resume_with_a_queue_reopens_the_job_and_sends_its_plan(
 ) -> None:
     sent: list[tuple[int, str]] = []
     monkeypatch.setenv("SAEGAP_BROKER_URL", "redis://127.0.0.1:6379/7")
-    monkeypatch.setattr(jobs, "check_broker", lambda: None)
-    monkeypatch.setattr(jobs, "_send_plan", lambda job_id, model: sent.append((job_id, model)))
-    job_id = jobs.create(tiny_spec(tiny_assets), store=tmp_store)
+    monkeypatch.setattr(api, "check_broker", lambda: None)
+    monkeypatch.setattr(api, "_send_plan", lambda job_id, model: sent.append((job_id, model)))
+    job_id = api.create(tiny_spec(tiny_assets), store=tmp_store)
     first, second = tmp_store.add_shards(job_id, [(0, 4), (4, 6)])
     tmp_store.start_shard(first, "w@gone")
     tmp_store.finish_shard(first, rows_written=10, tokens=96)
     tmp_store.start_shard(second, "w@gone")
     tmp_store.fail_shard(second, "WorkerLostError: died")
     tmp_store.set_job_status(job_id, "failed", "WorkerLostError: died")
-    job = jobs.resume(job_id, store=tmp_store)
+    job = api.resume(job_id, store=tmp_store)
     assert (job.status, job.error, job.finished_at, sent) == ("queued", None, None, [(job_id, tiny_assets["model"])])
     assert [s.status for s in tmp_store.list_shards(job_id)] == ["done", "pending"]

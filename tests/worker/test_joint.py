@@ -75,12 +75,12 @@ def test_sites_draw_with_their_own_seeds():
 def test_joint_job_stores_a_run_of_its_own_and_error_parts_with_it(tiny_assets, tmp_store) -> None:
     from schema.read import query
     from schema.spec import ERROR_PART_NAMES
-    from tests.worker.test_jobs import tiny_spec
-    from worker import jobs
+    from tests.worker.test_api import tiny_spec
+    from worker import api
 
     spec = tiny_spec(tiny_assets, joint=True, interventions=["sae", "eps_random", *ERROR_PART_NAMES])
-    job_id = jobs.submit(spec, store=tmp_store)
-    assert jobs.get_job(job_id, store=tmp_store).status == "done"
+    job_id = api.submit(spec, store=tmp_store)
+    assert api.get_job(job_id, store=tmp_store).status == "done"
     sql = "SELECT r.hook_point, r.sae, count(*) AS n FROM interventions i JOIN runs r USING (run_id) GROUP BY ALL"
     counts = {row["hook_point"]: row["n"] for row in query(sql, store=tmp_store).to_pylist()}
     assert set(counts) == {"resid_pre", "attn_z", "joint"}

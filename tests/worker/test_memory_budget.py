@@ -18,8 +18,8 @@ from worker import engine
 from worker.budget import plan_blocks
 from worker.engine import Window, batch_shape, evaluate_batch
 from worker.errors import BadInput
-from worker.evaluate import prepare_job
 from worker.interventions import INTERVENTIONS
+from worker.prepare import prepare_job
 
 BIG_VOCAB = 4096
 SMALL_BUDGET = 2 * 2**20  # forces vocabulary chunks on BIG_VOCAB (see test_small_budget_chunks_the_vocabulary)

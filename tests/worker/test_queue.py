@@ -15,8 +15,8 @@ import redis
 
 from schema.config import StoreConfig
 from schema.store import Store
-from tests.worker.test_jobs import expected_rows, record_counts, tiny_spec
-from worker import jobs
+from tests.worker.test_api import expected_rows, record_counts, tiny_spec
+from worker import api
 
 BROKER = "redis://127.0.0.1:6379/7"
 REPO = Path(__file__).resolve().parents[2]
@@ -108,17 +108,17 @@ def test_twenty_jobs_over_two_workers_then_cancel(
     one_sae = [tiny_assets["blocks.2.hook_resid_pre"]]
     specs = [tiny_spec(tiny_assets, saes=one_sae, n_sequences=2, interventions=["sae", "eps_random"], seed=i)
              for i in range(20)]  # fmt: skip
-    job_ids = [jobs.enqueue(spec, store=store) for spec in specs]
+    job_ids = [api.enqueue(spec, store=store) for spec in specs]
     wait_finished(store, job_ids)
     assert {store.get_job(j).status for j in job_ids} == {"done"}
     assert len({shard.worker for j in job_ids for shard in store.list_shards(j)}) == 2  # both workers took shards
     tokens = expected_rows(specs[0], tiny_assets["tokens"], 1)[0]
     assert all(fresh_counts(j)["tokens"] == tokens for j in job_ids[:3])
 
-    long_job = jobs.enqueue(tiny_spec(tiny_assets, n_sequences=16, sequences_per_shard=1), store=store)
+    long_job = api.enqueue(tiny_spec(tiny_assets, n_sequences=16, sequences_per_shard=1), store=store)
     while store.get_job(long_job).shards_done < 2:
         time.sleep(0.2)
-    jobs.cancel(long_job, store=store)
+    api.cancel(long_job, store=store)
     time.sleep(5)  # shards running at the cancel finish; the rest are skipped
     shards = store.list_shards(long_job)
     done = {s.id for s in shards if s.status == "done"}
@@ -136,7 +136,7 @@ def test_killed_worker_shard_finished_by_another(
     model_copy = shutil.copytree(tiny_assets["model"], tmp_path / "model-copy")  # its own queue, no other worker
     spec = tiny_spec(tiny_assets, model=str(model_copy), n_sequences=16, sequences_per_shard=1, samples=4)
     victim = start_worker(env, str(model_copy), "victim")
-    job_id = jobs.enqueue(spec, store=store)
+    job_id = api.enqueue(spec, store=store)
     deadline = time.monotonic() + 120
     while store.get_job(job_id).shards_done < 2 and time.monotonic() < deadline:
         time.sleep(0.1)

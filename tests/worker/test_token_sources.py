@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerFast
 
 from schema.spec import JobSpec
 from worker.errors import BadInput
-from worker.evaluate import prepare_job
+from worker.prepare import prepare_job
 from worker.registry import models_dir
 from worker.token_sources import (
     TokenRule,

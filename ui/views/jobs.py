@@ -13,7 +13,7 @@ from schema.spec import INTERVENTION_NAMES, AllTokenScope, JobSpec, SingleTokenS
 from ui.background import running_threads, submit_job
 from ui.data import job_table, jobs_api
 from ui.deployment import allowed_token_set, read_only
-from worker.jobs import UNFINISHED_STATUSES
+from worker.api import UNFINISHED_STATUSES
 
 DEFAULTS = JobSpec()
 SCOPES = {"all_tokens": "all tokens at once", "single_token": "one target position"}

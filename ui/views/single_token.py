@@ -83,7 +83,7 @@ def sigma_chart(draws: pd.DataFrame, kl_sae: float, z: float) -> alt.LayerChart:
 
 @st.fragment
 def _sigma(job_id: int) -> None:
-    tested = answer("sigma_test", job=job_id, min_samples=10)
+    tested = answer("sigma", job=job_id, min_samples=10)
     if tested.empty:
         st.info("No token has 10 or more random draws: submit with samples >= 10 for the sigma test.")
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from schema.errors import UnknownJobError
-from worker import jobs
+from worker import api
 from worker.commands import err, out
 
 
@@ -15,8 +15,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        jobs.cancel(args.job)
-        status = jobs.get_job(args.job).status
+        api.cancel(args.job)
+        status = api.get_job(args.job).status
     except UnknownJobError as error:
         err(str(error))
         return 1

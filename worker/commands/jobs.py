@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from worker import jobs
+from worker import api
 from worker.commands import out
 
 
@@ -13,9 +13,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    found = jobs.list_jobs(limit=args.limit)
+    found = api.list_jobs(limit=args.limit)
     out(f"{'id':>5}  {'status':<9}  {'shards':>9}  {'tokens':>11}  {'created (UTC)':<19}  model / SAEs")
-    stale = [job.id for job in found if jobs.stale_reason(job)]
+    stale = [job.id for job in found if api.stale_reason(job)]
     for job in found:
         shards = f"{job.shards_done}/{job.shards_total}"
         created = job.created_at.strftime("%Y-%m-%d %H:%M:%S")

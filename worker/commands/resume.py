@@ -11,7 +11,7 @@ import contextlib
 import sys
 
 from schema.errors import JobStateError, UnknownJobError
-from worker import jobs
+from worker import api
 from worker.commands import err, out
 from worker.errors import QueueUnavailable
 
@@ -24,7 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         with contextlib.redirect_stdout(sys.stderr):  # TransformerLens prints while loading
-            job = jobs.resume(args.job, force=args.force)
+            job = api.resume(args.job, force=args.force)
     except (UnknownJobError, JobStateError, QueueUnavailable) as error:
         err(str(error))
         return 1

@@ -6,7 +6,7 @@ import argparse
 
 from schema.errors import UnknownJobError
 from schema.jobs import JobInfo, Progress
-from worker import jobs
+from worker import api
 from worker.commands import err, out
 
 
@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
         err("no jobs yet")
         return 1
     try:
-        job, progress = jobs.get_job(job_id), jobs.progress(job_id)
+        job, progress = api.get_job(job_id), api.progress(job_id)
     except UnknownJobError as error:
         err(str(error))
         return 1
@@ -29,12 +29,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _newest() -> int | None:
-    newest = jobs.list_jobs(limit=1)
+    newest = api.list_jobs(limit=1)
     return newest[0].id if newest else None
 
 
 def describe(job: JobInfo, progress: Progress) -> str:
-    stale = jobs.stale_reason(job)
+    stale = api.stale_reason(job)
     headline = f"job {job.id}: {job.status}"
     if stale:
         headline += f" (stale: {stale}); `saegap resume {job.id}` reruns its unfinished shards"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from worker import jobs
+from worker import api
 from worker.commands import err, out, spec_args
 from worker.errors import QueueUnavailable
 
@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
         if refusal:
             err(refusal)
             return 2
-        job_id = jobs.start(spec, where="queue", wait=False).job_id
-    except (spec_args.SpecError, jobs.QueueNotConfigured, QueueUnavailable) as error:
+        job_id = api.start(spec, where="queue", wait=False).job_id
+    except (spec_args.SpecError, api.QueueNotConfigured, QueueUnavailable) as error:
         err(str(error))
         return 2
     out(str(job_id))

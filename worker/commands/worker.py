@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from worker import jobs
+from worker import api
 from worker.commands import err
 
 
@@ -24,11 +24,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def queues(models: str) -> list[str]:
     from worker.celery_app import DEFAULT_QUEUE
 
-    return [DEFAULT_QUEUE] + [jobs.model_queue(name.strip()) for name in models.split(",") if name.strip()]
+    return [DEFAULT_QUEUE] + [api.model_queue(name.strip()) for name in models.split(",") if name.strip()]
 
 
 def run(args: argparse.Namespace) -> int:
-    if not jobs.queue_configured():
+    if not api.queue_configured():
         err("no queue: set SAEGAP_BROKER_URL (e.g. redis://localhost:6379/0)")
         return 2
     if args.concurrency < 1:

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 INSPECT_TIMEOUT_S = 300.0
 BROKER_TIMEOUT_S = 5.0  # how long enqueue waits for the broker before refusing the job
 # A planning/running job whose worker has not reported for this long is stale (its process
-# reports every worker.embedded.HEARTBEAT_S = 30 s while it works); SAEGAP_STALE_AFTER_S overrides.
+# reports every worker.steps.HEARTBEAT_S = 30 s while it works); SAEGAP_STALE_AFTER_S overrides.
 STALE_AFTER_S = 600.0
 ACTIVE_STATUSES = ("planning", "running")
 POLL_S = 1.0  # how often start(wait=True) reads a queued job's progress
@@ -216,7 +216,7 @@ def _send_plan(job_id: int, model: str) -> None:
 
 def run_embedded(job_id: int, store: Store | None = None, on_shard: ProgressCallback | None = None) -> JobInfo:
     """Plan and run a stored job in this process (imports torch); returns it finished."""
-    from worker.embedded import run_job
+    from worker.steps import run_job
 
     return run_job(job_id, _store(store), on_shard=on_shard)
 
@@ -339,7 +339,7 @@ def next_token_distributions(
         args = [job.spec.model_dump(mode="json"), _run_index(job_id, run_id, store), sequence, position, top_k]
         rows = inspect_task.apply_async(args=args, queue=model_queue(job.spec.model)).get(timeout=INSPECT_TIMEOUT_S)
         return pa.Table.from_pylist(rows, schema=NEXT_TOKEN_SCHEMA)
-    from worker.inspect import next_token_table
+    from worker.next_token import next_token_table
 
     return next_token_table(job.spec, _run_index(job_id, run_id, store), sequence, position, top_k)
 

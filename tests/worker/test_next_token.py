@@ -7,23 +7,23 @@ import pytest
 import torch
 
 from schema.store import Store
-from tests.worker.test_jobs import tiny_spec
-from worker import jobs
+from tests.worker.test_api import tiny_spec
+from worker import api
 from worker.errors import BadInput
-from worker.evaluate import cached_model
+from worker.prepare import cached_model
 
 
 @pytest.fixture
 def finished_job(tiny_assets: dict[str, str], tmp_store: Store, monkeypatch: pytest.MonkeyPatch) -> int:
     monkeypatch.delenv("SAEGAP_BROKER_URL", raising=False)
     spec = tiny_spec(tiny_assets, n_sequences=4, interventions=["sae", "eps_random"])
-    return jobs.submit(spec, store=tmp_store)
+    return api.submit(spec, store=tmp_store)
 
 
 def test_columns_and_clean_log_probs(tiny_assets: dict[str, str], tmp_store: Store, finished_job: int) -> None:
     run_ids = sorted(tmp_store.job_run_ids(finished_job))
-    table = jobs.next_token_distributions(finished_job, run_ids[1], sequence=2, position=7, top_k=5, store=tmp_store)
-    assert table.schema == jobs.NEXT_TOKEN_SCHEMA
+    table = api.next_token_distributions(finished_job, run_ids[1], sequence=2, position=7, top_k=5, store=tmp_store)
+    assert table.schema == api.NEXT_TOKEN_SCHEMA
     rows = table.to_pydict()
     assert 5 <= table.num_rows <= 15 and rows["rank"][:5] == [1, 2, 3, 4, 5]  # union of three top-5, clean order
     tokens = torch.tensor(np.load(tiny_assets["tokens"])[2:3, :8])
@@ -39,8 +39,8 @@ def test_columns_and_clean_log_probs(tiny_assets: dict[str, str], tmp_store: Sto
 def test_bad_requests_name_the_problem(tmp_store: Store, finished_job: int) -> None:
     run_id = min(tmp_store.job_run_ids(finished_job))
     with pytest.raises(BadInput, match="sequence 4 is outside the job's 4 sequences"):
-        jobs.next_token_distributions(finished_job, run_id, sequence=4, position=1, store=tmp_store)
+        api.next_token_distributions(finished_job, run_id, sequence=4, position=1, store=tmp_store)
     with pytest.raises(BadInput, match="position 24 is outside"):
-        jobs.next_token_distributions(finished_job, run_id, sequence=0, position=24, store=tmp_store)
+        api.next_token_distributions(finished_job, run_id, sequence=0, position=24, store=tmp_store)
     with pytest.raises(ValueError, match="run 999 is not a run of job"):
-        jobs.next_token_distributions(finished_job, 999, sequence=0, position=1, store=tmp_store)
+        api.next_token_distributions(finished_job, 999, sequence=0, position=1, store=tmp_store)

@@ -26,12 +26,12 @@ from schema.spec import JobSpec
 from schema.store import Store
 from schema.tables import FINISHED_STATUSES
 from worker.errors import BadInput, describe
-from worker.evaluate import PreparedJob, evaluate_shard, prepare_job, shard_ranges
+from worker.prepare import PreparedJob, evaluate_shard, prepare_job, shard_ranges
 
 log = logging.getLogger(__name__)
 
 ShardCallback = Callable[[Progress], None]
-HEARTBEAT_S = 30.0  # how often a working process stamps its job (worker/jobs.py STALE_AFTER_S reads it)
+HEARTBEAT_S = 30.0  # how often a working process stamps its job (worker/api.py STALE_AFTER_S reads it)
 
 _PREPARED: dict[str, PreparedJob] = {}  # spec JSON -> this process's one prepared job
 

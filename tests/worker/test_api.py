@@ -12,7 +12,7 @@ import pytest
 from schema.read import query
 from schema.spec import JobSpec
 from schema.store import Store
-from worker import jobs
+from worker import api
 from worker.interventions import INTERVENTIONS
 
 
@@ -52,8 +52,8 @@ def tiny_spec(assets: dict[str, str], **fields: object) -> JobSpec:
 
 def test_submit_embedded_writes_every_record_once(tiny_assets: dict[str, str], tmp_store: Store) -> None:
     spec = tiny_spec(tiny_assets, samples=2)
-    job_id = jobs.submit(spec, store=tmp_store)
-    job = jobs.get_job(job_id, store=tmp_store)
+    job_id = api.submit(spec, store=tmp_store)
+    job = api.get_job(job_id, store=tmp_store)
     assert (job.status, job.error, job.shards_done, job.shards_total) == ("done", None, 2, 2)
     tokens, interventions = expected_rows(spec, tiny_assets["tokens"], n_runs=2)
     counts = record_counts(tmp_store, job_id)
@@ -61,18 +61,18 @@ def test_submit_embedded_writes_every_record_once(tiny_assets: dict[str, str], t
                       "intervention_keys": interventions}  # fmt: skip
     assert job.tokens_done == tokens // 2  # one run's token positions
     assert job.versions["torch"] and job.versions["sae_lens"]
-    progress = jobs.progress(job_id, store=tmp_store)
+    progress = api.progress(job_id, store=tmp_store)
     assert (progress.shards_done, progress.eta_seconds) == (2, None)
-    assert [j.id for j in jobs.list_jobs(store=tmp_store)] == [job_id]
+    assert [j.id for j in api.list_jobs(store=tmp_store)] == [job_id]
 
 
 def test_run_embedded_again_keeps_rows_exact(tiny_assets: dict[str, str], tmp_store: Store) -> None:
     """A job that is run twice (e.g. a redelivered plan) reuses its runs and shards: no duplicate."""
     spec = tiny_spec(tiny_assets, saes=[tiny_assets["blocks.2.hook_resid_pre"]], interventions=["sae", "eps_random"])
-    job_id = jobs.create(spec, store=tmp_store)
-    first = jobs.run_embedded(job_id, store=tmp_store)
+    job_id = api.create(spec, store=tmp_store)
+    first = api.run_embedded(job_id, store=tmp_store)
     tmp_store.set_job_status(job_id, "running")  # as if the plan message came back
-    jobs.run_embedded(job_id, store=tmp_store)
+    api.run_embedded(job_id, store=tmp_store)
     assert first.status == "done"
     assert len(tmp_store.job_run_ids(job_id)) == 1 and len(tmp_store.list_shards(job_id)) == 2
     counts = record_counts(tmp_store, job_id)
@@ -91,8 +91,8 @@ def test_run_embedded_again_keeps_rows_exact(tiny_assets: dict[str, str], tmp_st
 def test_bad_input_fails_job_with_message_and_no_records(
     tiny_assets: dict[str, str], tmp_store: Store, change: dict[str, object], message: str
 ) -> None:
-    job_id = jobs.submit(tiny_spec(tiny_assets, **change), store=tmp_store)
-    job = jobs.get_job(job_id, store=tmp_store)
+    job_id = api.submit(tiny_spec(tiny_assets, **change), store=tmp_store)
+    job = api.get_job(job_id, store=tmp_store)
     assert job.status == "failed" and message in job.error
     assert record_counts(tmp_store, job_id)["interventions"] == 0
     assert query("SELECT count(*) AS n FROM interventions", store=tmp_store).to_pylist() == [{"n": 0}]
@@ -101,29 +101,29 @@ def test_bad_input_fails_job_with_message_and_no_records(
 def test_mismatched_model_and_sae_fails_before_records(tiny_assets: dict[str, str], tmp_store: Store) -> None:
     """An SAE trained on another model's name (cfg metadata) is refused."""
     spec = tiny_spec(tiny_assets, model="demo")
-    job_id = jobs.submit(spec, store=tmp_store)
-    job = jobs.get_job(job_id, store=tmp_store)
+    job_id = api.submit(spec, store=tmp_store)
+    job = api.get_job(job_id, store=tmp_store)
     assert job.status == "failed" and "not 'demo'" in job.error
     assert query("SELECT count(*) AS n FROM tokens", store=tmp_store).to_pylist() == [{"n": 0}]
 
 
 def test_cancelled_job_is_not_run(tiny_assets: dict[str, str], tmp_store: Store) -> None:
-    job_id = jobs.create(tiny_spec(tiny_assets), store=tmp_store)
-    jobs.cancel(job_id, store=tmp_store)
-    assert jobs.run_embedded(job_id, store=tmp_store).status == "cancelled"
+    job_id = api.create(tiny_spec(tiny_assets), store=tmp_store)
+    api.cancel(job_id, store=tmp_store)
+    assert api.run_embedded(job_id, store=tmp_store).status == "cancelled"
     assert tmp_store.list_shards(job_id) == [] and record_counts(tmp_store, job_id)["tokens"] == 0
 
 
 def test_enqueue_without_broker_refuses(tiny_assets: dict[str, str], tmp_store: Store) -> None:
-    with pytest.raises(jobs.QueueNotConfigured, match="SAEGAP_BROKER_URL"):
-        jobs.enqueue(tiny_spec(tiny_assets), store=tmp_store)
-    assert jobs.list_jobs(store=tmp_store) == []
+    with pytest.raises(api.QueueNotConfigured, match="SAEGAP_BROKER_URL"):
+        api.enqueue(tiny_spec(tiny_assets), store=tmp_store)
+    assert api.list_jobs(store=tmp_store) == []
 
 
 def test_job_api_imports_no_model_library() -> None:
     """The UI and `saegap status` import the job API; it must not pull torch in."""
     code = (
-        "import sys, worker.jobs, worker.tasks, worker.commands.status, saegap.cli; saegap.cli.build_parser(); "
+        "import sys, worker.api, worker.tasks, worker.commands.status, saegap.cli; saegap.cli.build_parser(); "
         "print(sorted(m for m in ('torch', 'transformer_lens', 'sae_lens') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -132,5 +132,5 @@ def test_job_api_imports_no_model_library() -> None:
 
 
 def test_model_queue_names_are_safe() -> None:
-    assert jobs.model_queue("demo") == "saegap.demo"
-    assert jobs.model_queue("/tmp/x y/model") == "saegap.tmp_x_y_model"
+    assert api.model_queue("demo") == "saegap.demo"
+    assert api.model_queue("/tmp/x y/model") == "saegap.tmp_x_y_model"

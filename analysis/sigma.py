@@ -57,5 +57,5 @@ ORDER BY r.job_id, r.layer, r.run_id, d.sequence, d.position
 """
 
 
-def sigma_test(params: Params, store: Any = None) -> pa.Table:
+def sigma(params: Params, store: Any = None) -> pa.Table:
     return read(SQL, params.bind(), store)

@@ -9,7 +9,7 @@ import pytest
 from schema.spec import JobSpec, SingleTokenScope
 from tests.worker.conftest import TINY_HOOKS
 from worker.errors import BadInput
-from worker.evaluate import evaluate_shard, prepare_job, shard_ranges
+from worker.prepare import evaluate_shard, prepare_job, shard_ranges
 
 
 def spec_for(assets, **overrides) -> JobSpec:

@@ -15,12 +15,12 @@ from torch import Tensor
 
 from schema.records import NEXT_TOKEN_SCHEMA
 from schema.spec import BASELINE, SAE, JobSpec
-from worker.embedded import prepared
 from worker.engine import Target, encode_decode, intervened_mask
 from worker.errors import BadInput
-from worker.evaluate import PreparedJob
 from worker.interventions import INTERVENTIONS, Noise, Splice
 from worker.loading import as_tensor
+from worker.prepare import PreparedJob
+from worker.steps import prepared
 
 COMPARED = (SAE, BASELINE)  # replacements shown against the clean distribution
 

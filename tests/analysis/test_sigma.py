@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import pytest
 
+from analysis.sigma import Params, sigma
 from analysis.sigma_draws import Params as DrawParams
 from analysis.sigma_draws import sigma_draws
-from analysis.sigma_test import Params, sigma_test
 from tests.fixture_store import DRAW_MEAN, DRAW_STD, PLANTED_Z, SAMPLES, TARGET_POSITION, Fixture
 
 
 def test_planted_z_scores(fixture_store: Fixture) -> None:
-    table = sigma_test(Params(job=fixture_store.job_ids["single"]), store=fixture_store.store).to_pandas()
+    table = sigma(Params(job=fixture_store.job_ids["single"]), store=fixture_store.store).to_pandas()
     assert list(table.sequence) == list(range(len(PLANTED_Z)))  # only the intervened token of each sequence
     assert (table.position == TARGET_POSITION).all() and (table.n_draws == SAMPLES).all()
     assert table.z.to_numpy() == pytest.approx(PLANTED_Z, abs=1e-4)
@@ -19,7 +19,7 @@ def test_planted_z_scores(fixture_store: Fixture) -> None:
 
 
 def test_fraction_of_draws_above_the_sae(fixture_store: Fixture) -> None:
-    table = sigma_test(Params(job=fixture_store.job_ids["single"]), store=fixture_store.store).to_pandas()
+    table = sigma(Params(job=fixture_store.job_ids["single"]), store=fixture_store.store).to_pandas()
     draws = sigma_draws(DrawParams(job=fixture_store.job_ids["single"]), store=fixture_store.store).to_pandas()
     expected = draws.assign(above=draws.kl >= draws.kl_sae).groupby("sequence").above.mean()
     assert table.fraction_draws_above.to_numpy() == pytest.approx(expected.to_numpy())
@@ -28,8 +28,8 @@ def test_fraction_of_draws_above_the_sae(fixture_store: Fixture) -> None:
 
 def test_min_samples_excludes_tokens(fixture_store: Fixture) -> None:
     params = Params(job=fixture_store.job_ids["single"], min_samples=SAMPLES + 1)
-    assert sigma_test(params, store=fixture_store.store).num_rows == 0
-    assert sigma_test(Params(job=fixture_store.job_ids["all"]), store=fixture_store.store).num_rows == 0  # one draw
+    assert sigma(params, store=fixture_store.store).num_rows == 0
+    assert sigma(Params(job=fixture_store.job_ids["all"]), store=fixture_store.store).num_rows == 0  # one draw
 
 
 def test_draws_for_one_token(fixture_store: Fixture) -> None:
