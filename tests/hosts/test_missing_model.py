@@ -62,8 +62,8 @@ def test_worker_without_the_model_fails_the_job_once(env: dict[str, str], tmp_pa
                 time.sleep(0.3)
             job = store.get_job(job_id)
             time.sleep(2)  # a redelivery loop would show more received tasks in the log by now
-            # the first bundled thing the host lacks is named (the token set is checked before the model)
-            assert job.status == "failed" and "unknown" in job.error and "'demo'" in job.error, job.error
+            # the first bundled thing the host lacks is named: the SAE (its dataset is the job's token set)
+            assert job.status == "failed" and "unknown SAE 'demo-res'" in job.error, job.error
             assert store.list_shards(job_id) == []  # nothing planned, nothing written
     finally:
         worker.terminate()
