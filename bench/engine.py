@@ -52,6 +52,8 @@ from worker.prepare import PreparedJob, prepare_job, shard_ranges
 
 REPEATS = 3
 ROWS_TOKENS = 16_384  # tokens per plain pass in the bounds (the old default max_tokens_per_pass)
+RENAMED_MODULES = {"worker.records": "worker.to_arrow"}  # for --before: modules renamed since (issue 12)
+LOGITS_BYTES = 32 * 2**20  # the single-token bound's logits per unembedding call (saegap's chunk size)
 
 
 def timed(work: Callable[[], object]) -> float:
@@ -147,7 +149,8 @@ def report_run_evals(job: PreparedJob) -> None:
 
 def short_bound(job: PreparedJob, targets: list[Target], settings: EngineSettings) -> None:
     """Single token: a clean pass over 0..P+W, then plain passes over P..P+W from each hook's block with the clean
-    keys/values of positions < P (TransformerLens cache entries), ln_final and logits; no SAE, no metrics."""
+    keys/values of positions < P (TransformerLens cache entries), ln_final and logits (in pieces of at most
+    LOGITS_BYTES: a 16k-token block's full logits are GBs); no SAE, no metrics."""
     model, n_variants, scope = job.model, len(variants(settings)), settings.scope
     first, end = scope.position, scope.position + scope.window + 1
     low = min(t.hook.layer for t in targets)
@@ -169,7 +172,8 @@ def short_bound(job: PreparedJob, targets: list[Target], settings: EngineSetting
                         frozen=True,
                     )
                     chunk = model.blocks[layer](chunk, past_kv_cache_entry=entry)
-                model.unembed(model.ln_final(chunk))
+                for piece in chunk.split(max(1, LOGITS_BYTES // (chunk.shape[1] * model.cfg.d_vocab * 4))):
+                    model.unembed(model.ln_final(piece))  # logits in pieces of at most LOGITS_BYTES, as saegap's
 
 
 def report_single_token(job: PreparedJob, target: Target, position: int, window: int, samples: int) -> None:
@@ -205,8 +209,10 @@ def timed_once(work: Callable[[], object]) -> float:
 
 
 def report_memory(job: PreparedJob) -> None:
-    """Peak RSS of one pass over the shards, against the RSS after loading and the budget."""
-    loaded = _peak_rss()
+    """Peak RSS of the process (getrusage) over one pass over the shards, against the RSS after loading and the budget.
+
+    The peak may be prepare_job's (its fit pass) when that was higher: the figure bounds the engine's from above."""
+    loaded = _current_rss()
     elapsed = timed_once(lambda: saegap(job, job.targets, job.settings))
     peak, budget = _peak_rss(), job.settings.memory_budget
     cfg = job.model.cfg
@@ -221,7 +227,10 @@ def engine_at(rev: str) -> object:
     """worker/engine.py at git revision `rev`, imported as a module beside today's."""
     source = subprocess.run(["git", "show", f"{rev}:worker/engine.py"], capture_output=True, text=True, check=True)
     path = Path(tempfile.mkdtemp(prefix="saegap-engine-")) / "engine_before.py"
-    path.write_text(source.stdout)
+    text = source.stdout
+    for old_name, new_name in RENAMED_MODULES.items():
+        text = text.replace(f"from {old_name} import", f"from {new_name} import")
+    path.write_text(text)
     spec = importlib.util.spec_from_file_location("engine_before", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -277,6 +286,11 @@ def _kl_difference(a: object, b: object) -> float:
     x, y = a.interventions.sort_by(order), b.interventions.sort_by(order)
     assert x.num_rows == y.num_rows and x["position"].equals(y["position"])
     return float(np.abs(x["kl"].to_numpy() - y["kl"].to_numpy()).max())
+
+
+def _current_rss() -> int:
+    """Resident set size now (Linux), after loading: the peak so far includes prepare_job's fit pass."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _peak_rss() -> int:
