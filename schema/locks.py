@@ -5,9 +5,10 @@
   no writer starves in optimistic retries. Waiters queue in the kernel; a process that dies
   holding the lock releases it with its file descriptor.
 - A PostgreSQL store takes transaction-level advisory locks on a connection of the job engine:
-  one per shard around that shard's lake transaction (so two writes of one shard never both
-  "delete nothing and insert"), and one around migrating and creating the store on open. They are
-  released when that transaction ends or its connection drops.
+  one for the whole lake around every lake transaction (writers on every host queue, so two writes
+  of one shard never both "delete nothing and insert" and none starves in retries), and one around
+  migrating and creating the store on open. They are released when that transaction ends or its
+  connection drops.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _namespace(name: str) -> int:
     return zlib.crc32(name.encode()) % _INT4
 
 
-SHARD_NAMESPACE = _namespace("saegap.shard")
+LAKE_NAMESPACE = _namespace("saegap.lake")
 OPEN_NAMESPACE = _namespace("saegap.open")
 
 

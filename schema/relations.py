@@ -389,7 +389,9 @@ def table_ddl() -> list[str]:
 
 
 _TOKEN_FACTS = ", ".join(f"t.{f.name}" for f in TOKEN_SCHEMA if f.name not in ("sequence", "position"))
-_RUN_FACTS = "r.job_id, r.model, r.sae, r.architecture, r.hook_name, r.hook_point, r.layer, r.scope, r.target_position"
+# The views' run columns: RUN_SCHEMA's facts that say which run a row is, job_id through target_position
+# (its sizes and fit follow them and stay on `runs`), taken from RUN_SCHEMA so the two cannot drift.
+_RUN_FACTS = ", ".join(f"r.{name}" for name in RUN_SCHEMA.names[1 : RUN_SCHEMA.get_field_index("target_position") + 1])
 
 TOKEN_RECORDS_VIEW = f"""
 CREATE OR REPLACE VIEW token_records AS

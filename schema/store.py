@@ -156,7 +156,7 @@ class Store(JobTables):
                 conn.execute(f"DELETE FROM {LAKE_ALIAS}.{table} WHERE shard_id = ?", [shard_id])
             _insert_records(conn, tokens, interventions)
 
-        with self._lock, self._lake_lock(shard_id):
+        with self._lock, self._lake_lock():
             lake.with_retries(conn, replace)
         largest_run = max((pair[0].num_rows for pair in records.values()), default=0)
         return ShardWrite(token_rows=tokens.num_rows, intervention_rows=interventions.num_rows, tokens=largest_run)
@@ -175,15 +175,14 @@ class Store(JobTables):
         with self._lock, self._lake_lock():
             return lake.with_retries(conn, lambda: _arrow_or_empty(conn.execute(sql, params)))
 
-    def _lake_lock(self, shard_id: int | None = None) -> AbstractContextManager[None]:
-        """What a lake write holds across processes: the data dir's file lock (a local store: commits
-        one at a time, none starves), or on PostgreSQL the shard's advisory lock (writes of other shards
-        stay concurrent; their rare conflicts are retried)."""
+    def _lake_lock(self) -> AbstractContextManager[None]:
+        """What a lake write holds across processes, so commits happen one at a time and none starves in
+        optimistic retries (four PostgreSQL writers under load once exhausted 40): the data dir's file lock
+        on a local store, the lake's advisory lock on PostgreSQL (every host's writers queue on it). Two
+        writes of one shard therefore run one after the other, and the last to commit wins."""
         if not self.config.uses_postgres:
             return locks.file_lock(self.config.lock_path())
-        if shard_id is None:
-            return contextlib.nullcontext()
-        return locks.advisory_lock(self.engine, locks.SHARD_NAMESPACE, shard_id)
+        return locks.advisory_lock(self.engine, locks.LAKE_NAMESPACE, 0)
 
 
 def _insert_arrow(conn: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
