@@ -149,6 +149,16 @@ def _gap_directions(rng: np.random.Generator, ids: np.ndarray) -> dict[str, np.n
     return {"0": g0, "1": g1, "2": g2, "b": _standard(rng.normal(size=n))}
 
 
+def planted_tokens(n_sequences: int, n_positions: int) -> pa.Table:
+    """Token rows for a planted test store: ids 1-19 from a seed-0 generator, BOS (id 0, not intervened) at
+    position 0, cos_sim 0.9 on every intervened token."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 20, size=(n_sequences, n_positions))
+    ids[:, 0] = 0
+    intervened = np.arange(n_positions)[None, :].repeat(n_sequences, 0) > 0  # (S, P)
+    return _token_table(ids, intervened, np.where(intervened, 0.9, np.nan), rng)
+
+
 def _token_table(ids: np.ndarray, intervened: np.ndarray, cos_sim: np.ndarray, rng: np.random.Generator) -> pa.Table:
     """Engine tokens table for (S, P) ids; cos_sim is (S, P) with NaN where not intervened."""
     n_seq, n_pos = ids.shape

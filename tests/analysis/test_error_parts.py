@@ -16,7 +16,7 @@ from analysis.registry import MODULES
 from analysis.verdict import BETTER, PATHOLOGICAL
 from schema.records import INTERVENTION_SCHEMA
 from schema.spec import ERROR_PART_NAMES, JobSpec
-from tests.fixture_store import SAE_A, Fixture, FixtureJob, FixtureRun, _run_meta, _token_table, _write_job
+from tests.fixture_store import SAE_A, Fixture, FixtureJob, FixtureRun, _run_meta, _write_job, planted_tokens
 
 N_SEQ, N_POS = 12, 5
 POSITIONS = np.arange(1, N_POS)
@@ -44,11 +44,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fixture]:
     from schema.config import StoreConfig
     from schema.store import Store
 
-    rng = np.random.default_rng(0)
-    ids = rng.integers(1, 20, size=(N_SEQ, N_POS))
-    ids[:, 0] = 0
-    intervened = np.arange(N_POS)[None, :].repeat(N_SEQ, 0) > 0
-    tokens = _token_table(ids, intervened, np.where(intervened, 0.9, np.nan), rng)
+    tokens = planted_tokens(N_SEQ, N_POS)
     sae = SAE_A.format(layer=2)
     spec = JobSpec(model="planted", saes=[sae], tokens="planted", n_sequences=N_SEQ, sequences_per_shard=8,
                    interventions=["sae", *ERROR_PART_NAMES])  # fmt: skip

@@ -14,7 +14,7 @@ from analysis.joint import SCHEMA, Params, joint
 from analysis.registry import MODULES
 from schema.records import INTERVENTION_SCHEMA
 from schema.spec import JobSpec
-from tests.fixture_store import SAE_A, Fixture, FixtureJob, FixtureRun, _run_meta, _token_table, _write_job
+from tests.fixture_store import SAE_A, Fixture, FixtureJob, FixtureRun, _run_meta, _write_job, planted_tokens
 
 N_SEQ, N_POS = 10, 5
 POSITIONS = np.arange(1, N_POS)
@@ -43,11 +43,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fixture]:
     from schema.config import StoreConfig
     from schema.store import Store
 
-    rng = np.random.default_rng(0)
-    ids = rng.integers(1, 20, size=(N_SEQ, N_POS))
-    ids[:, 0] = 0
-    intervened = np.arange(N_POS)[None, :].repeat(N_SEQ, 0) > 0
-    tokens = _token_table(ids, intervened, np.where(intervened, 0.9, np.nan), rng)
+    tokens = planted_tokens(N_SEQ, N_POS)
     saes = [SAE_A.format(layer=1), SAE_A.format(layer=2)]
     spec = JobSpec(model="planted", saes=saes, tokens="planted", n_sequences=N_SEQ, sequences_per_shard=4,
                    interventions=["sae", "eps_random"], joint=True)  # fmt: skip

@@ -33,8 +33,8 @@ from tests.fixture_store import (
     FixtureJob,
     FixtureRun,
     _run_meta,
-    _token_table,
     _write_job,
+    planted_tokens,
 )
 
 N_SEQ, N_POS = 40, 7
@@ -88,11 +88,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fixture]:
     from schema.config import StoreConfig
     from schema.store import Store
 
-    rng = np.random.default_rng(0)
-    ids = rng.integers(1, 20, size=(N_SEQ, N_POS))
-    ids[:, 0] = 0
-    intervened = np.arange(N_POS)[None, :].repeat(N_SEQ, 0) > 0
-    tokens = _token_table(ids, intervened, np.where(intervened, 0.9, np.nan), rng)
+    tokens = planted_tokens(N_SEQ, N_POS)
     sae = SAE_A.format(layer=3)
     spec = JobSpec(model="planted", saes=[sae], tokens="planted", n_sequences=N_SEQ, sequences_per_shard=16,
                    interventions=["sae", *BASELINES])  # fmt: skip
