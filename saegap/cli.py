@@ -19,7 +19,7 @@ from pathlib import Path
 
 # name -> module holding configure()/run(); one line per command.
 COMMANDS: dict[str, str] = {
-    "evaluate": "saegap.evaluate",  # spans worker (runs the job) and analysis (the answer)
+    "evaluate": "saegap.evaluate_command",  # spans worker (runs the job) and analysis (the answer)
     "submit": "worker.commands.submit",
     "status": "worker.commands.status",
     "jobs": "worker.commands.jobs",

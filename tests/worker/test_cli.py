@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from saegap.cli import main
-from saegap.evaluate import DEFAULT_SEQUENCES
+from saegap.evaluate_command import DEFAULT_SEQUENCES
 from schema.config import StoreConfig
 from schema.store import Store
 

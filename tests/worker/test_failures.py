@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 import schema.store
 from saegap.cli import main
-from saegap.evaluate import DEFAULT_SEQUENCES, with_default_sequences
+from saegap.evaluate_command import DEFAULT_SEQUENCES, with_default_sequences
 from schema.config import StoreConfig
 from schema.errors import JobStateError
 from schema.jobs import as_utc
