@@ -63,7 +63,7 @@ def test_read_only_hides_submit_and_cancel(queued_store: Store, monkeypatch: pyt
 def test_saegap_ui_read_only_sets_the_mode_for_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
     from streamlit.web import bootstrap
 
-    monkeypatch.delenv(READ_ONLY_ENV, raising=False)
+    monkeypatch.setenv(READ_ONLY_ENV, "")  # recorded, so the "1" that `ui --read-only` sets is undone afterwards
     monkeypatch.setattr(bootstrap, "run", lambda *args, **kwargs: None)  # no server: only what run() sets up
     monkeypatch.setattr(bootstrap, "load_config_options", lambda **kwargs: None)
     assert main(["ui", "--port", "8599"]) == 0 and not read_only()
