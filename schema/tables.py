@@ -50,6 +50,8 @@ class Job(Base):
     # when queued) and when it last said so; a running job whose process is gone or silent is stale.
     worker: Mapped[str | None] = mapped_column(String(255))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Things the user must see beside the results (shown by status, the report and the UI).
+    warnings: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 _SQL_TYPES = {
@@ -90,6 +92,8 @@ class Shard(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     rows_written: Mapped[int | None] = mapped_column(BigInteger)
     tokens: Mapped[int | None] = mapped_column(BigInteger)  # token positions evaluated (one run's count)
+    # Token positions done so far while the shard runs: progress inside a shard.
+    tokens_done: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
