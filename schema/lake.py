@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import random
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
+from sqlalchemy.engine import make_url
 
 from schema.config import LAKE_ALIAS, LAKE_METADATA_SCHEMA, StoreConfig
 from schema.errors import ObjectStoreError, StoreOpenError, WriteConflictError
@@ -95,7 +97,8 @@ def _attach(conn: duckdb.DuckDBPyConnection, config: StoreConfig, options: list[
         conn.execute(f"ATTACH '{config.lake_catalog()}' AS {LAKE_ALIAS} ({', '.join(options)})")
     except duckdb.Error as error:
         conn.close()
-        raise StoreOpenError(f"cannot open the lake catalog {config.catalog_label()}: {_first_line(error)}") from None
+        reason = _without_password(_first_line(error), config)
+        raise StoreOpenError(f"cannot open the lake catalog {config.catalog_label()}: {reason}") from None
     recorded = conn.execute(
         "SELECT value FROM ducklake_options(?) WHERE option_name = 'data_path'", [LAKE_ALIAS]
     ).fetchone()
@@ -115,6 +118,14 @@ def _check_moved_files(conn: duckdb.DuckDBPyConnection, config: StoreConfig, rec
                 f" but {row[0]} is missing: move or copy the whole data dir, or set SAEGAP_DATA_PATH to where they are"
             )
     log.info("lake made at %s opened at %s", recorded, expected)
+
+
+def _without_password(message: str, config: StoreConfig) -> str:
+    """DuckDB's ATTACH errors quote the whole libpq conninfo, password included: mask it before the message
+    reaches a terminal, a log or a job's error column."""
+    masked = re.sub(r"password=\S+?(?=[\"'\s]|$)", "password=***", message)
+    password = make_url(config.database_url).password if config.database_url else None
+    return masked.replace(password, "***") if password else masked
 
 
 def _first_line(error: Exception) -> str:
