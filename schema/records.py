@@ -42,6 +42,19 @@ INTERVENTION_SCHEMA = pa.schema(
     ]
 )
 
+# One row per (sequence, intervention, later layer): sums over the counted recorded positions and all samples of
+# r = ||h_l(patched) - h_l(clean)|| / ||h_l(clean)|| at blocks.{layer}.hook_resid_post (docs/method.md §9).
+AMPLIFICATION_SCHEMA = pa.schema(
+    [
+        pa.field("sequence", pa.int32(), nullable=False),
+        pa.field("intervention", pa.string(), nullable=False),
+        pa.field("layer", pa.int32(), nullable=False),  # the block whose resid_post is measured: hook's .. last
+        pa.field("n", pa.int64(), nullable=False),  # positions x samples summed
+        pa.field("r_sum", pa.float64(), nullable=False),
+        pa.field("r_sq_sum", pa.float64(), nullable=False),
+    ]
+)
+
 # next_token_distributions' columns, one row per token in the union of the three top-k sets.
 NEXT_TOKEN_SCHEMA = pa.schema(
     [("token_id", pa.int64()), ("token_text", pa.string()), ("logprob_clean", pa.float32()),

@@ -1,6 +1,7 @@
 """DuckDB DDL of the record relations: tables `runs`, `tokens`, `interventions`, the
 rollups (ROLLUPS: `intervention_sums`, `sequence_sums`, `kl_bins`, `token_sums`, `loss_bins`,
-`cos_bins`, `gap_sums`, `gap_pair_sums`) and the views `token_records` and `token_gaps`.
+`cos_bins`, `gap_sums`, `gap_pair_sums`), the engine's rollups (ENGINE_ROLLUPS: `amplification_sums`) and
+the views `token_records` and `token_gaps`.
 docs/schema.md documents every column.
 
 Column lists are derived from the Arrow schemas in schema/records.py and the
@@ -14,7 +15,7 @@ from typing import Literal, NamedTuple
 
 import pyarrow as pa
 
-from schema.records import INTERVENTION_SCHEMA, TOKEN_SCHEMA
+from schema.records import AMPLIFICATION_SCHEMA, INTERVENTION_SCHEMA, TOKEN_SCHEMA
 from schema.spec import INTERVENTION_NAMES
 
 _DUCKDB_TYPES = {
@@ -304,6 +305,14 @@ GROUP BY run_id, shard_id
 """
 
 
+# Per (run, shard, sequence, intervention, later layer) sums of the amplification r (docs/method.md §9): the
+# engine sums them in its patched passes (no per-token values are stored), the store writes them with the
+# shard and replaces them with it. Unlike ROLLUPS they cannot be recomputed from the lake's other tables: a
+# lake from before this table gets it empty (its runs have no amplification).
+AMPLIFICATION_SUMS_SCHEMA = pa.schema([*STORE_KEYS, *AMPLIFICATION_SCHEMA])
+ENGINE_ROLLUPS: dict[str, pa.Schema] = {"amplification_sums": AMPLIFICATION_SUMS_SCHEMA}
+
+
 RollupSource = Literal["tokens", "interventions", "stored_tokens"]
 
 
@@ -385,6 +394,7 @@ def table_ddl() -> list[str]:
         f"CREATE TABLE IF NOT EXISTS tokens ({columns_sql(STORED_TOKEN_SCHEMA)})",
         f"CREATE TABLE IF NOT EXISTS interventions ({columns_sql(keyed(INTERVENTION_SCHEMA))})",
         *(f"CREATE TABLE IF NOT EXISTS {name} ({columns_sql(rollup.schema)})" for name, rollup in ROLLUPS.items()),
+        *(f"CREATE TABLE IF NOT EXISTS {name} ({columns_sql(schema)})" for name, schema in ENGINE_ROLLUPS.items()),
     ]
 
 
@@ -420,5 +430,5 @@ JOIN runs r ON r.run_id = t.run_id
 WHERE coalesce({_ANY_KL}) IS NOT NULL
 """
 
-RECORD_TABLES: tuple[str, ...] = ("runs", "tokens", "interventions", *ROLLUPS)
+RECORD_TABLES: tuple[str, ...] = ("runs", "tokens", "interventions", *ROLLUPS, *ENGINE_ROLLUPS)
 VIEW_DDL: tuple[str, ...] = (TOKEN_RECORDS_VIEW, TOKEN_GAPS_VIEW)

@@ -29,12 +29,20 @@ from schema import lake, locks, migrations
 from schema.config import LAKE_ALIAS, StoreConfig
 from schema.errors import RecordSchemaError, UnknownRunError, UnknownShardError
 from schema.jobs import JobTables, RunInfo
-from schema.records import INTERVENTION_SCHEMA, TOKEN_SCHEMA
-from schema.relations import ROLLUPS, RUN_SCHEMA, STORE_KEYS, TOKENS_WITH_METRICS_SELECT, rollup_sources
+from schema.records import AMPLIFICATION_SCHEMA, INTERVENTION_SCHEMA, TOKEN_SCHEMA
+from schema.relations import (
+    ENGINE_ROLLUPS,
+    ROLLUPS,
+    RUN_SCHEMA,
+    STORE_KEYS,
+    TOKENS_WITH_METRICS_SELECT,
+    rollup_sources,
+)
 
 log = logging.getLogger(__name__)
 
 ShardRecords = dict[int, tuple[pa.Table, pa.Table]]  # run_id -> (tokens, interventions), engine columns
+ShardAmplification = dict[int, pa.Table]  # run_id -> schema.records.AMPLIFICATION_SCHEMA rows (the engine's sums)
 
 
 class ShardWrite(BaseModel):
@@ -134,27 +142,33 @@ class Store(JobTables):
         with self._lock, self._lake_lock():
             lake.with_retries(conn, replace)
 
-    def write_shard(self, job_id: int, shard_id: int, records: ShardRecords) -> ShardWrite:
+    def write_shard(
+        self, job_id: int, shard_id: int, records: ShardRecords, amplification: ShardAmplification | None = None
+    ) -> ShardWrite:
         """Write one shard's records for all its runs in ONE lake transaction.
 
-        `records` maps run_id -> (tokens, interventions) with schema.records' columns; the
+        `records` maps run_id -> (tokens, interventions) with schema.records' columns;
+        `amplification` run_id -> the engine's amplification sums (`amplification_sums`); the
         store adds run_id and shard_id. A retried shard replaces its earlier attempt
         (delete by shard_id, then insert, same transaction); readers see all of a shard
         or none of it. Simultaneous writes of one shard (a redelivered shard still running
         elsewhere) queue on a lock: each deletes what the one before committed, so exactly one
         copy stays, the last to commit. Other conflicts are retried with backoff.
         """
-        self._check_shard(job_id, shard_id, set(records))
+        self._check_shard(job_id, shard_id, set(records) | set(amplification or {}))
         tokens = _keyed_concat([(run_id, pair[0]) for run_id, pair in records.items()], shard_id, TOKEN_SCHEMA)
         interventions = _keyed_concat(
             [(run_id, pair[1]) for run_id, pair in records.items()], shard_id, INTERVENTION_SCHEMA
         )
+        amplified = _keyed_concat(list((amplification or {}).items()), shard_id, AMPLIFICATION_SCHEMA)
         conn = self.writer()
 
         def replace() -> None:
-            for table in ("tokens", "interventions", *ROLLUPS):
+            for table in ("tokens", "interventions", *ROLLUPS, *ENGINE_ROLLUPS):
                 conn.execute(f"DELETE FROM {LAKE_ALIAS}.{table} WHERE shard_id = ?", [shard_id])
             _insert_records(conn, tokens, interventions)
+            if amplified.num_rows:
+                _insert_arrow(conn, "amplification_sums", amplified)
 
         with self._lock, self._lake_lock():
             lake.with_retries(conn, replace)

@@ -2,7 +2,8 @@
 
 The engine's working memory for one batch is, besides the model and SAE weights:
 
-- the clean cache: each evaluated hook's activation and its block's input residual;
+- the clean cache: each evaluated hook's activation and its block's input residual, and the
+  resid_post of every later block at the recorded positions (the amplification's reference);
 - the clean next-token probabilities of one block's sequences at the recorded positions
   (float32, sequences x recorded x vocabulary), shared by every target and variant;
 - one patched block: variants x sequences rows run through the model's blocks (their
@@ -58,6 +59,7 @@ class BatchShape:
     n_heads: int
     d_vocab: int
     act_bytes: int  # the model's dtype
+    later_layers: int = 0  # blocks from the first hook's on, whose clean resid_post is kept at the recorded positions
 
     def token_bytes(self, keys: int) -> int:
         """Forward working memory of one token in one block attending over `keys` positions."""
@@ -70,7 +72,8 @@ class BatchShape:
         inputs = self.run * (2 * self.width + self.d_model) * self.act_bytes
         prefix = 2 * self.keys * self.d_model * self.act_bytes
         metrics = self.recorded * (METRIC_COPIES * vocab_chunk + 2 * self.d_model) * FLOAT
-        return forward + inputs + prefix + metrics
+        amplification = self.recorded * self.later_layers * FLOAT  # r of each later block
+        return forward + inputs + prefix + metrics + amplification
 
     def sequence_bytes(self) -> int:
         """The clean log-probabilities and probabilities of one sequence at its recorded positions."""
@@ -79,8 +82,9 @@ class BatchShape:
     def fixed_bytes(self) -> int:
         """The clean cache (hook activations, input residuals, final residual) and clean-probability temporaries."""
         cache = self.sequences * self.length * (self.targets * (self.width + self.d_model) + self.d_model)
+        later = self.sequences * self.recorded * self.later_layers * (self.d_model * self.act_bytes + FLOAT)  # + norms
         temps = CLEAN_TEMP_COPIES * self.recorded * self.d_vocab * FLOAT
-        return cache * self.act_bytes + temps
+        return cache * self.act_bytes + later + temps
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ batch dimension in blocks sized from a memory budget in bytes (worker/budget.py)
 single-token scope the patched passes run only positions P..P+W, attending over the clean
 keys and values of the positions before P, which no intervention at P can change. KL(P_clean
 || Q) over the full vocabulary and the CE loss are computed only at the recorded positions,
-fused and in vocabulary chunks (docs/method.md §3, docs/engine.md).
+fused and in vocabulary chunks (docs/method.md §3, docs/engine.md). The same patched passes
+measure how far each variant pushes the residual stream at every later block's resid_post
+(docs/method.md §9), against clean values the clean pass keeps at the recorded positions.
 
 It knows nothing of databases or queues: see worker/prepare.py for the job-level loop.
 """
@@ -33,7 +35,7 @@ from worker.budget import REPLACEMENT_SHARE, BatchShape, BlockPlan, plan_blocks
 from worker.errors import BadInput
 from worker.hooks import HookPoint
 from worker.interventions import ActivationStats, Intervention, Noise, Splice
-from worker.to_arrow import intervention_table, token_table
+from worker.to_arrow import amplification_table, intervention_table, token_table
 
 # Positional schemes whose patched passes may start at P over cached keys and values: learned
 # positions live in the residual stream, rotary is applied from the cache's offset.
@@ -70,6 +72,7 @@ class RunRecords:
     key: Any
     tokens: pa.Table  # schema.records.TOKEN_SCHEMA
     interventions: pa.Table  # schema.records.INTERVENTION_SCHEMA
+    amplification: pa.Table | None = None  # schema.records.AMPLIFICATION_SCHEMA; None: not measured (joint run)
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,9 @@ class CleanPass:
     final: Float[Tensor, "batch rec d_model"]  # clean final residual (before ln_final) at recorded positions
     acts: dict[str, Tensor]  # hook name -> clean activation; includes resid_pre of each start layer
     prefix_kv: dict[int, tuple[Tensor, Tensor]]  # layer -> clean keys, values of positions < Window.start
+    resid_post: dict[int, Tensor]  # layer -> clean resid_post at recorded positions (batch, rec, d_model), every
+    # layer from the first hook's on (the last is `final`)
+    resid_norm: dict[int, Tensor]  # layer -> ||clean resid_post|| (batch, rec), float32
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,7 @@ def batch_shape(
         recorded=len(window.recorded), variants=variants, targets=len(targets),
         width=max([t.hook.width(model) for t in targets], default=cfg.d_model), d_model=cfg.d_model,
         d_mlp=cfg.d_mlp or 4 * cfg.d_model, n_heads=cfg.n_heads, d_vocab=cfg.d_vocab,
-        act_bytes=torch.finfo(cfg.dtype).bits // 8,
+        act_bytes=torch.finfo(cfg.dtype).bits // 8, later_layers=len(later_layers(model, targets)),
     )  # fmt: skip
 
 
@@ -165,12 +171,17 @@ def clean_pass(
     names = {t.hook.name for t in targets} | {_resid_pre(t.hook.layer) for t in targets}
     kv_layers = range(min(t.hook.layer for t in targets), model.cfg.n_layers) if window.start else range(0)
     names |= {_kv_name(layer, kind) for layer in kv_layers for kind in "kv"}
+    later = later_layers(model, targets)
+    posts = {_resid_post(layer) for layer in later[:-1]}  # the last block's resid_post is `final`
     recorded = window.recorded.to(tokens.device)
-    finals, caches = [], []
+    finals, caches, recorded_posts = [], [], []
     for chunk in prefix.split(seqs_per_pass or prefix.shape[0]):
-        final, cache = model.run_with_cache(chunk, names_filter=lambda n: n in names, stop_at_layer=model.cfg.n_layers)
+        final, cache = model.run_with_cache(
+            chunk, names_filter=lambda n: n in names or n in posts, stop_at_layer=model.cfg.n_layers
+        )
         finals.append(final[:, recorded])
         caches.append({name: cache[name] for name in names})
+        recorded_posts.append({name: cache[name][:, recorded] for name in posts})  # (b, rec, d_model) each
         del final, cache
     acts = {name: torch.cat([c[name] for c in caches]) for name in names}
     prefix_kv = {
@@ -178,7 +189,16 @@ def clean_pass(
                 acts.pop(_kv_name(layer, "v"))[:, : window.start].contiguous())
         for layer in kv_layers
     }  # fmt: skip
-    return CleanPass(prefix, recorded, _next_tokens(tokens, recorded), torch.cat(finals), acts, prefix_kv)
+    final = torch.cat(finals)
+    resid_post = {layer: torch.cat([c[_resid_post(layer)] for c in recorded_posts]) for layer in later[:-1]}
+    resid_post |= {later[-1]: final} if later else {}
+    resid_norm = {layer: torch.linalg.vector_norm(r.float(), dim=-1) for layer, r in resid_post.items()}
+    return CleanPass(prefix, recorded, _next_tokens(tokens, recorded), final, acts, prefix_kv, resid_post, resid_norm)
+
+
+def later_layers(model: HookedTransformer, targets: Sequence[Target]) -> range:
+    """The blocks whose resid_post is measured for some target: from the first hook's block to the last block."""
+    return range(min((t.hook.layer for t in targets), default=model.cfg.n_layers), model.cfg.n_layers)
 
 
 def _next_tokens(tokens: Int[Tensor, "batch pos"], recorded: Int[Tensor, " rec"]) -> Int[Tensor, "batch rec"]:
@@ -211,6 +231,10 @@ def batch_means(
 
 def _resid_pre(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_pre"
+
+
+def _resid_post(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_post"
 
 
 def _kv_name(layer: int, kind: str) -> str:
@@ -247,6 +271,8 @@ class _Prepared:
     replacements: Float[Tensor, "variants n d"] | None  # for the whole batch, when within REPLACEMENT_SHARE
     kl: Float[Tensor, "variants batch rec"]
     loss: Float[Tensor, "variants batch rec"]
+    layers: range  # blocks whose resid_post is measured: the hook's block to the last
+    amplification: Float[Tensor, "layers variants batch rec"]  # ||h_l(patched) - h_l(clean)|| / ||h_l(clean)||
 
 
 def _prepare(
@@ -266,7 +292,10 @@ def _prepare(
     replacements = None
     if len(variants) * x_hat.numel() * x_hat.element_size() <= settings.memory_budget * REPLACEMENT_SHARE:
         replacements = torch.stack([iv.formula(splice, k) for iv, (_, k) in zip(formulas, variants, strict=True)])
-    return _Prepared(target, mask, splice, metrics, variants, formulas, replacements, kl, torch.empty_like(kl))
+    layers = range(target.hook.layer, max(clean.resid_post) + 1)
+    amplification = kl.new_empty(len(layers), *kl.shape)
+    return _Prepared(target, mask, splice, metrics, variants, formulas, replacements, kl, torch.empty_like(kl),
+                     layers, amplification)  # fmt: skip
 
 
 def _records(
@@ -288,7 +317,21 @@ def _records(
     interventions_table = intervention_table(
         prepared.variants, sequence_ids, recorded, counted, prepared.kl, prepared.loss, clean_loss
     )
-    return RunRecords(prepared.target.key, tokens_table, interventions_table)
+    amplification = _amplification_sums(prepared, counted, sequence_ids)
+    return RunRecords(prepared.target.key, tokens_table, interventions_table, amplification)
+
+
+def _amplification_sums(
+    prepared: _Prepared, counted: Bool[Tensor, "batch rec"], sequence_ids: Int[Tensor, " batch"]
+) -> pa.Table:
+    """Per (sequence, intervention, layer): n, sum r and sum r^2 over the counted positions and every sample."""
+    names = list(dict.fromkeys(name for name, _ in prepared.variants))
+    group = torch.tensor([names.index(name) for name, _ in prepared.variants], device=counted.device)
+    r = torch.where(counted, prepared.amplification, 0.0).double()  # (L, V, B, R)
+    by_name = lambda t: t.new_zeros(t.shape[0], len(names), t.shape[2]).index_add_(1, group, t)  # noqa: E731
+    draws = torch.bincount(group, minlength=len(names))  # (I,)
+    n = draws[:, None] * counted.sum(-1)[None]  # (I, B)
+    return amplification_table(names, sequence_ids, prepared.layers, n, by_name(r.sum(-1)), by_name(r.square().sum(-1)))
 
 
 def _token_metrics(
@@ -328,7 +371,8 @@ def _counted(
 def _patched_metrics(
     model: HookedTransformer, prepared: Sequence[_Prepared], clean: CleanPass, window: Window, plan: BlockPlan
 ) -> Float[Tensor, "batch rec"]:
-    """Fill every target's KL and loss, block by block (sequences x variants, from `plan`); returns the clean loss.
+    """Fill every target's KL, loss and amplification, block by block (sequences x variants, from `plan`); returns
+    the clean loss.
 
     Sequence blocks are the outer loop, so each sequence's clean probabilities are made once
     and serve every target and variant. A block is rectangular (variants x sequences), so they
@@ -345,7 +389,9 @@ def _patched_metrics(
             for k0 in range(0, len(p.variants), plan.variants):
                 ks = range(k0, min(k0 + plan.variants, len(p.variants)))
                 patched = _patched_activation(p, clean, window, sub, ks)
-                final = _patched_final(model, p.target.hook, clean, window, seqs, patched)
+                final = _patched_final(
+                    model, p.target.hook, clean, window, seqs, patched, p.amplification[:, k0 : ks.stop]
+                )
                 kl, loss = block_metrics(model, final, probs, clean.next_tokens[seqs], plan.vocab_chunk)
                 p.kl[k0 : ks.stop, seqs], p.loss[k0 : ks.stop, seqs] = kl, loss
     return clean_loss
@@ -418,11 +464,13 @@ def _patched_final(
     window: Window,
     seqs: slice,
     patched: Float[Tensor, "variants seqs run d"],
+    amplification: Float[Tensor, "layers variants batch rec"],
 ) -> Float[Tensor, "rows rec d_model"]:
     """Run the blocks from the hook's on with the activation replaced; the final residual at recorded positions.
 
     Rows are (variant, sequence), variant-major. From `window.start` > 0, only the run positions
-    are computed, attending over the clean keys and values before them.
+    are computed, attending over the clean keys and values before them. Each block's resid_post
+    hook writes its relative distance from the clean one into `amplification[layer - hook.layer, :, seqs]`.
     """
     n_variants = patched.shape[0]
     rows = patched.flatten(0, 1)  # (k * b, T, D)
@@ -430,12 +478,31 @@ def _patched_final(
     def replace(activation: Tensor, hook: Any) -> Tensor:
         return rows.reshape(activation.shape).to(activation.dtype)  # hook_z: (k * b, T, H, d_head)
 
+    measures = [
+        (_resid_post(layer), _measure_hook(clean, window, seqs, layer, amplification[i, :, seqs]))
+        for i, layer in enumerate(range(hook.layer, model.cfg.n_layers))
+    ]
     resid = clean.acts[_resid_pre(hook.layer)][seqs, window.start :].repeat(n_variants, 1, 1)  # (k * b, T, d_model)
     entries = {layer: _PrefixEntry(k[seqs], v[seqs], variants=n_variants) for layer, (k, v) in clean.prefix_kv.items()}
-    with model.hooks(fwd_hooks=[(hook.name, replace)]):
+    with model.hooks(fwd_hooks=[(hook.name, replace), *measures]):  # replace first: a resid_post splice is measured
         for layer in range(hook.layer, model.cfg.n_layers):
             resid = model.blocks[layer](resid, past_kv_cache_entry=entries.get(layer))
     return resid[:, clean.recorded - window.start]
+
+
+def _measure_hook(
+    clean: CleanPass, window: Window, seqs: slice, layer: int, out: Float[Tensor, "variants seqs rec"]
+) -> Any:
+    """A resid_post hook writing r = ||h(patched) - h(clean)|| / ||h(clean)|| at the recorded positions into `out`."""
+    clean_post, clean_norm = clean.resid_post[layer][seqs], clean.resid_norm[layer][seqs]  # (b, rec, D), (b, rec)
+    at = slice(int(window.recorded[0]) - window.start, int(window.recorded[-1]) + 1 - window.start)  # contiguous
+
+    def measure(activation: Tensor, hook: Any) -> None:
+        patched = activation[:, at].unflatten(0, (out.shape[0], -1))  # (k, b, rec, D), variant-major rows
+        distance = torch.linalg.vector_norm(patched.float() - clean_post.float(), dim=-1)  # (k, b, rec)
+        out.copy_(distance.div_(clean_norm))
+
+    return measure
 
 
 def _normed(model: HookedTransformer, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:

@@ -116,7 +116,10 @@ def run_shard(job_id: int, shard_id: int, store: Store, worker: str) -> bool:
         fail_job(job_id, shard_id, error, store)
         return False
     run_ids = sorted(store.job_run_ids(job_id))  # RunRecords.key indexes the runs in insertion (= id) order
-    written = store.write_shard(job_id, shard_id, {run_ids[r.key]: (r.tokens, r.interventions) for r in records})
+    amplification = {run_ids[r.key]: r.amplification for r in records if r.amplification is not None}
+    written = store.write_shard(
+        job_id, shard_id, {run_ids[r.key]: (r.tokens, r.interventions) for r in records}, amplification
+    )
     store.finish_shard(shard_id, rows_written=written.rows, tokens=written.tokens)
     log.info("shard %d of job %d: %d rows, %d tokens", shard_id, job_id, written.rows, written.tokens)
     return True

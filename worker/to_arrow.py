@@ -10,7 +10,7 @@ import pyarrow as pa
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from schema.records import INTERVENTION_SCHEMA, TOKEN_SCHEMA
+from schema.records import AMPLIFICATION_SCHEMA, INTERVENTION_SCHEMA, TOKEN_SCHEMA
 
 
 def _numpy(t: Tensor) -> np.ndarray:
@@ -88,3 +88,25 @@ def intervention_table(
         "loss_delta": _nullable(delta, np.isnan(delta), pa.float32()),
     }
     return pa.table(columns, schema=INTERVENTION_SCHEMA)
+
+
+def amplification_table(
+    names: Sequence[str],
+    sequence_ids: Int[Tensor, " batch"],
+    layers: range,
+    n: Int[Tensor, "names batch"],
+    r_sum: Float[Tensor, "layers names batch"],
+    r_sq_sum: Float[Tensor, "layers names batch"],
+) -> pa.Table:
+    """One row per (sequence, intervention, layer) with n > 0: the sums of the amplification r."""
+    counts = np.broadcast_to(_numpy(n)[None], r_sum.shape)  # (L, I, B)
+    l_idx, i_idx, b_idx = np.nonzero(counts > 0)
+    columns = {
+        "sequence": pa.array(_numpy(sequence_ids)[b_idx], pa.int32()),
+        "intervention": pa.array(names, pa.string()).take(pa.array(i_idx)),
+        "layer": pa.array(np.asarray(layers)[l_idx], pa.int32()),
+        "n": pa.array(counts[l_idx, i_idx, b_idx], pa.int64()),
+        "r_sum": pa.array(r_sum.detach().cpu().numpy()[l_idx, i_idx, b_idx], pa.float64()),
+        "r_sq_sum": pa.array(r_sq_sum.detach().cpu().numpy()[l_idx, i_idx, b_idx], pa.float64()),
+    }
+    return pa.table(columns, schema=AMPLIFICATION_SCHEMA)

@@ -35,3 +35,17 @@ def test_lake_from_before_the_error_parts_gains_their_columns(tmp_store: Store) 
         assert runs and all(value is None for row in runs for value in row.values())
         gaps = read.query("SELECT count(*) AS n FROM token_gaps", store=reopened)
         assert gaps.column("n").to_pylist()[0] > 0
+
+
+def test_lake_from_before_amplification_gains_an_empty_amplification_sums(tmp_store: Store) -> None:
+    """amplification_sums comes from the engine, not from the lake's tables: an older lake gets it empty, and a
+    shard written afterwards without amplification (a joint run) leaves it empty."""
+    _tiny_shard(tmp_store)
+    tmp_store.execute_write("DROP TABLE amplification_sums")
+    assert "amplification_sums" not in read.query("SHOW TABLES", store=tmp_store).column("name").to_pylist()
+    with Store.open(tmp_store.config) as reopened:
+        assert _columns(reopened, "amplification_sums") == ["run_id", "shard_id", "sequence", "intervention", "layer",
+                                                            "n", "r_sum", "r_sq_sum"]  # fmt: skip
+        assert read.query("SELECT count(*) AS n FROM amplification_sums", store=reopened).to_pylist() == [{"n": 0}]
+        _tiny_shard(reopened)
+        assert read.query("SELECT count(*) AS n FROM amplification_sums", store=reopened).to_pylist() == [{"n": 0}]

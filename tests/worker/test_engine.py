@@ -278,3 +278,129 @@ def test_nan_activations_raise(model):
     tokens[0, 3] = 5
     with pytest.raises(BadInput, match="non-finite"):
         run(broken, target_at(model, "blocks.1.hook_resid_pre"), tokens)
+
+
+# Amplification through later layers (docs/method.md §9): r_l = ||h_l(patched) - h_l(clean)|| / ||h_l(clean)|| at
+# each later block's resid_post, summed per (sequence, intervention, layer) over the counted positions.
+
+AMPLIFIED_HOOKS = [*HOOKS, "blocks.1.hook_resid_post"]
+
+
+def amplification_means(records) -> dict[tuple[str, int, int], tuple[int, float]]:
+    """(intervention, layer, sequence) -> (n, mean r) from the engine's sums."""
+    frame = records.amplification.to_pandas()
+    return {(r.intervention, r.layer, r.sequence): (r.n, r.r_sum / r.n) for r in frame.itertuples()}
+
+
+@pytest.mark.parametrize("hook_name", AMPLIFIED_HOOKS)
+def test_identity_splice_gives_zero_amplification_at_every_later_layer(model, hook_name):
+    identity = Intervention(lambda s, k: s.x_hat + (s.x - s.x_hat), stochastic=False)
+    records = run(model, target_at(model, hook_name), random_tokens(), interventions={"identity": identity})
+    frame = records.amplification.to_pandas()
+    layer = HookPoint.parse(hook_name).layer
+    assert sorted(frame.layer.unique()) == list(range(layer, model.cfg.n_layers))
+    assert (frame.n == CONTEXT - 1).all() and len(frame) == 4 * (model.cfg.n_layers - layer)  # BOS left out
+    assert frame.r_sum.max() / (CONTEXT - 1) < 1e-5 and frame.r_sq_sum.max() < 1e-9
+
+
+def direct_amplification(model, tokens, hook: HookPoint, replace_fn, mask) -> dict[int, torch.Tensor]:
+    """Per later layer, r per (sequence, position) from two plain full passes (run_with_cache on each)."""
+    names = lambda n: n.endswith("hook_resid_post")  # noqa: E731
+
+    def hook_fn(act, hook):
+        flat = point.flatten(act)
+        return torch.where(mask[..., None], replace_fn(flat), flat).reshape(act.shape)
+
+    point = hook
+
+    with torch.no_grad():
+        _, clean = model.run_with_cache(tokens, names_filter=names)
+        with model.hooks(fwd_hooks=[(point.name, hook_fn)]):
+            _, patched = model.run_with_cache(tokens, names_filter=names)
+    out = {}
+    for layer in range(point.layer, model.cfg.n_layers):
+        name = f"blocks.{layer}.hook_resid_post"
+        out[layer] = (patched[name] - clean[name]).norm(dim=-1) / clean[name].norm(dim=-1)  # (B, P)
+    return out
+
+
+@pytest.mark.parametrize("hook_name", AMPLIFIED_HOOKS)
+def test_planted_perturbation_gives_the_directly_computed_amplification(model, hook_name):
+    hook, tokens = HookPoint.parse(hook_name), random_tokens()
+    planted = torch.linspace(-1.0, 1.0, hook.width(model))  # a known vector added at every intervened position
+    shift = Intervention(lambda s, k: s.x + planted, stochastic=False)
+    records = run(model, target_at(model, hook_name), tokens, interventions={"shift": shift})
+    direct = direct_amplification(model, tokens, hook, lambda x: x + planted, tokens != BOS)
+    got = amplification_means(records)
+    assert len(got) == 4 * len(direct)
+    for layer, r in direct.items():
+        assert float(r[:, 1:].min()) > 1e-3  # the perturbation really moves every later layer
+        for sequence in range(4):
+            n, mean = got[("shift", layer, sequence)]
+            assert n == CONTEXT - 1
+            assert mean == pytest.approx(float(r[sequence, 1:].double().mean()), rel=1e-5)
+    row = records.amplification.to_pandas().iloc[0]  # r^2 sums too
+    r = direct[row.layer][row.sequence, 1:].double()
+    assert row.r_sq_sum == pytest.approx(float(r.square().sum()), rel=1e-5)
+
+
+def test_single_token_amplification_with_reused_keys_equals_full_recomputation(model):
+    target, tokens = target_at(model, "blocks.1.hook_resid_pre"), random_tokens()
+    scope = SingleTokenScope(position=9, window=5)
+    reused, full = (run(model, target, tokens, scope=scope, samples=2, reuse_prefix=reuse) for reuse in (True, False))
+    order = [(c, "ascending") for c in ("intervention", "layer", "sequence")]
+    a, b = reused.amplification.sort_by(order), full.amplification.sort_by(order)
+    assert a.num_rows == b.num_rows == len(SEED_INTERVENTION_NAMES) * 4 * 2  # layers 1 and 2
+    for column in ("intervention", "layer", "sequence", "n"):
+        assert a[column].equals(b[column])
+    assert (
+        a["n"].to_numpy()
+        == np.where(
+            np.isin(
+                a["intervention"].to_numpy(zero_copy_only=False),
+                [n for n in SEED_INTERVENTION_NAMES if INTERVENTIONS[n].stochastic],
+            ),
+            2,
+            1,
+        )
+        * 6
+    ).all()  # W + 1 positions
+    assert np.abs(a["r_sum"].to_numpy() - b["r_sum"].to_numpy()).max() < 1e-5
+    assert b["r_sum"].to_numpy().max() > 1e-2
+
+
+def test_single_token_amplification_matches_direct(model):
+    hook, tokens = HookPoint.parse("blocks.0.hook_resid_pre"), random_tokens()
+    planted = torch.full((hook.width(model),), 0.5)
+    shift = Intervention(lambda s, k: s.x + planted, stochastic=False)
+    scope = SingleTokenScope(position=9, window=5)
+    records = run(model, target_at(model, hook.name), tokens, scope=scope, interventions={"shift": shift})
+    at_p = torch.zeros_like(tokens, dtype=torch.bool)
+    at_p[:, 9] = True
+    direct = direct_amplification(model, tokens, hook, lambda x: x + planted, at_p)
+    for (_, layer, sequence), (n, mean) in amplification_means(records).items():
+        assert n == 6
+        assert mean == pytest.approx(float(direct[layer][sequence, 9:15].double().mean()), rel=1e-5, abs=1e-6)
+
+
+def test_amplification_rows_are_stored_and_replaced_with_their_shard(model, tmp_store):
+    from tests.schema.records import VERSIONS, run_meta
+
+    tokens = random_tokens()
+    records = run(model, target_at(model, "blocks.1.hook_resid_pre"), tokens, samples=2)
+    job_id = tmp_store.create_job(JobSpec(), VERSIONS)
+    (run_id,) = tmp_store.add_runs(job_id, [run_meta(1)])
+    (shard_id,) = tmp_store.add_shards(job_id, [(0, 4)])
+    order = "ORDER BY intervention, layer, sequence"
+    columns = "sequence, intervention, layer, n, r_sum, r_sq_sum"
+    expected = records.amplification.sort_by([(c, "ascending") for c in ("intervention", "layer", "sequence")])
+    for attempt in range(2):  # a retried shard replaces its rows
+        tmp_store.write_shard(job_id, shard_id, {run_id: (records.tokens, records.interventions)},
+                              {run_id: records.amplification})  # fmt: skip
+        stored = tmp_store.reader().execute(f"SELECT {columns} FROM lake.amplification_sums {order}").to_arrow_table()
+        assert stored.equals(expected.select(columns.split(", ")).cast(stored.schema)), attempt
+    doubled = records.amplification.set_column(4, "r_sum", pc.multiply(records.amplification["r_sum"], 2.0))
+    tmp_store.write_shard(job_id, shard_id, {run_id: (records.tokens, records.interventions)}, {run_id: doubled})
+    total = tmp_store.reader().execute("SELECT count(*), sum(r_sum) FROM lake.amplification_sums").fetchone()
+    assert total[0] == records.amplification.num_rows
+    assert total[1] == pytest.approx(2 * pc.sum(records.amplification["r_sum"]).as_py())
