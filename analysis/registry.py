@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from analysis import (
+    amplification,
     by_position,
     compare_saes,
     cross_layer,
@@ -46,6 +47,7 @@ _ORDER: tuple[ModuleType, ...] = (
     sensitivity_curve,
     compare_saes,
     error_parts,
+    amplification,
     joint,
     token_sample,
     token_contexts,

@@ -23,7 +23,7 @@ SEED_QUESTIONS = {
 # eps_random, downstream needs a single-token run. Plain aggregates give that record's row.
 EMPTY_ON_ONE_RECORD = {"layer_summary", "sigma", "sigma_draws", "gap_correlates", "cross_layer", "top_tokens"}
 EMPTY_ON_ONE_RECORD |= {"downstream", "verdict"}  # verdict: its ratios need a CI
-EMPTY_ON_ONE_RECORD |= {"error_parts", "joint"}  # no error-part interventions, no joint run: no row
+EMPTY_ON_ONE_RECORD |= {"error_parts", "joint", "amplification"}  # no error parts, no joint run, no amplification sums
 
 
 def test_registry_lists_every_seed_question_once() -> None:
