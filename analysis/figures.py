@@ -276,3 +276,26 @@ def sensitivity(curve: pd.DataFrame, points: pd.DataFrame) -> Figure | None:
         axis.set_title(run_label(run), fontsize=8)
         axis.legend(fontsize=6)
     return figure
+
+
+def amplification_curves(curves: pd.DataFrame) -> Figure | None:
+    """Per run, mean r_l (how far the residual stream is pushed, relative) against the later layer, one line per
+    intervention on a log axis, with the CI as a band for the SAE and its random baseline (analysis.amplification)."""
+    if curves.empty:
+        return None
+    runs = _runs(curves.rename(columns={"hook_layer": "layer", "layer": "later_layer"}))
+    figure, axes = _grid(len(runs))
+    for axis, run in zip(axes, runs.itertuples(), strict=False):
+        rows = curves[curves.run_id == run.run_id]
+        for name in _ordered(rows.intervention):
+            line = rows[rows.intervention == name].sort_values("layer")
+            strong = name in HIGHLIGHT
+            axis.plot(line.layer, line.r_mean, marker="." if strong else None, lw=2.0 if strong else 1.0, label=name,
+                      color=colour_of(name))  # fmt: skip
+            if strong:
+                axis.fill_between(line.layer, line.r_mean_lo, line.r_mean_hi, color=colour_of(name), alpha=0.2, lw=0)
+        axis.set(xlabel="layer (resid_post)", ylabel="mean ||h' - h|| / ||h||", yscale="log")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_title(run_label(run), fontsize=8)
+        axis.legend(fontsize=6)
+    return figure

@@ -19,9 +19,11 @@ from matplotlib.figure import Figure
 
 from analysis import figures
 from analysis.colours import colour_of
+from analysis.error_parts import PAIRS
 from analysis.registry import MODULES
 from analysis.verdict import BASELINES, BETTER, NO_GAP, PATHOLOGICAL, VERDICT_RULE
 from analysis.verdict_text import ratio_with_ci, run_labels, summary_paragraphs, verdict_of
+from schema.spec import SAE
 
 FOLDED_ROWS = 30
 SIGMA_PANELS = 8  # tokens drawn with their draws (the table lists the top 20 by z)
@@ -155,16 +157,45 @@ def _token_figures(answers: Answers) -> list[str]:
     ]  # fmt: skip
 
 
+_AMPLIFICATION_COLUMNS = ["hook_layer", "sae", "intervention", "baseline", "layer", "r_mean", "r_mean_lo", "r_mean_hi",
+                          "ratio_to_random", "ratio_to_random_lo", "ratio_to_random_hi", "growth_vs_random",
+                          "growth_vs_random_lo", "growth_vs_random_hi", "answer"]  # fmt: skip
+_GROWS = {"faster": "grows faster than", "slower": "grows slower than", "same": "grows no differently from"}
+
+
+def _amplification(answers: Answers) -> str:
+    """Per run, the mean r_l curves, and at the last layer how far the SAE's error (and its parts) got against
+    a random error of the same size, in words and as a table."""
+    curves = answers("amplification")
+    if curves.empty:
+        return ""
+    last = curves[(curves.layer == curves.groupby("run_id").layer.transform("max")) & curves.answer.notna()]
+    compared = last[last.intervention.isin([SAE, *(sae for sae, _ in PAIRS.values())])]
+    words = [
+        f"<p>L{row.hook_layer} {html.escape(row.sae)}: at layer {row.layer} <b>{html.escape(row.intervention)}</b> "
+        f"pushes the residual stream {row.ratio_to_random:.3g}x [{row.ratio_to_random_lo:.3g}, "
+        f"{row.ratio_to_random_hi:.3g}] as far as {html.escape(row.baseline)}: it {_GROWS[row.answer]} a random "
+        "error of the same size.</p>"
+        for row in compared[compared.intervention == SAE].itertuples()
+    ]  # fmt: skip
+    table = html_table(compared[_AMPLIFICATION_COLUMNS])
+    return _section("How far each error is amplified through later layers", "amplification", "".join(words),
+                    figures.amplification_curves(curves), table)  # fmt: skip
+
+
 def _gap_sources(answers: Answers) -> list[str]:
-    """Where does the gap come from? The error's parts and the joint run (docs/method.md §7), when the job has them."""
+    """Where does the gap come from? The error's parts, its amplification through later layers and the joint run
+    (docs/method.md §8-§10), when the job has them."""
     parts, joint = answers("error_parts"), answers("joint")
     sections = [
         _section("The error's linear and nonlinear parts", "error_parts", html_table(parts) if len(parts) else None),
+        _amplification(answers),
         _section("All SAEs spliced at once", "joint", html_table(joint) if len(joint) else None),
     ]
     if not any(sections):
         return []
-    note = "<p class='note'>docs/method.md §7: the error split by a linear fit, and every SAE spliced at once.</p>"
+    note = ("<p class='note'>docs/method.md §8-§10: the error split by a linear fit, how far each error is "
+            "amplified through the later layers, and every SAE spliced at once.</p>")  # fmt: skip
     return ["<h2>Where does the gap come from?</h2>", note, *sections]
 
 

@@ -55,7 +55,9 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fixture]:
     empty = (TOKEN_SCHEMA.empty_table(), INTERVENTION_SCHEMA.empty_table())
     ranges = [(0, 8), (8, N_SEQ)]
     for shard_id, (start, end) in zip(store.add_shards(job_id, ranges), ranges, strict=True):
-        store.write_shard(job_id, shard_id, {run_id: empty}, {run_id: _amplification(range(start, end))})
+        store.start_shard(shard_id, "test")  # a finished job, as the UI's job picker lists
+        written = store.write_shard(job_id, shard_id, {run_id: empty}, {run_id: _amplification(range(start, end))})
+        store.finish_shard(shard_id, rows_written=written.rows, tokens=written.tokens)
     yield Fixture(store=store, job_ids={"amp": job_id}, run_ids={("amp", "a"): run_id})
     store.close()
 

@@ -13,6 +13,7 @@ import pytest
 
 from analysis.colours import colour_of
 from analysis.html_report import build_report
+from tests.analysis.test_amplification import planted  # noqa: F401  (the planted amplification store)
 from tests.fixture_store import PLANTED_KL_RATIO, Fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,3 +60,14 @@ def test_report_renders_in_chromium(page: str, tmp_path: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert done.returncode == 0 and shot.stat().st_size > 20_000, done.stderr[-2000:]
     shutil.copyfile(shot, ROOT / "docs" / "screenshots" / "report.png")
+
+
+def test_where_does_the_gap_come_from_shows_the_amplification(planted: Fixture) -> None:  # noqa: F811
+    page = build_report(planted.job_ids["amp"], planted.store)
+    section = page[page.index("<h2>Where does the gap come from?</h2>") :]
+    assert "<h2>How far each error is amplified through later layers</h2>" in section
+    # sae ends at layer 3 with r 4 c against eps_random's 2 c: a point interval at 2
+    assert "at layer 3 <b>sae</b> pushes the residual stream 2x [2, 2] as far as eps_random" in section
+    assert "grows faster than a random error of the same size" in section
+    assert "<svg" in section and colour_of("sae").lower() in section.lower()
+    assert "error's linear and nonlinear parts" not in section  # no error parts in this job
