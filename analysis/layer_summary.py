@@ -10,6 +10,7 @@ distinct value each.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,17 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
-from analysis.base import INTERVENTION_FILTER, SELECTED_RUNS, InterventionFilters, empty_like, read
+from analysis.base import (
+    INTERVENTION_FILTER,
+    INTERVENTION_LIST,
+    SELECTED_RUNS,
+    InterventionFilters,
+    empty_like,
+    read,
+)
 from analysis.bootstrap import bootstrap_means, percentile_interval
 from analysis.kl_histogram import RANKED_BINS, bin_quantile, binned_kl
-from schema.spec import BASELINE
+from schema.spec import BASELINE, INTERVENTION_NAMES
 
 
 class Params(InterventionFilters):
@@ -31,7 +39,7 @@ class Params(InterventionFilters):
 
 # One row per (run, intervention, sequence): the bootstrap's resampling unit, summed from the
 # store's sequence_sums rollup (written with each shard). Samples of a random intervention all
-# count towards its mean.
+# count towards its mean. (error_parts reads it; layer_summary and verdict read SEQUENCE_ROWS_SQL.)
 PER_SEQUENCE_SQL = f"""
 WITH {SELECTED_RUNS}
 SELECT r.job_id, run_id, s.intervention, s.sequence,
@@ -41,6 +49,19 @@ FROM sequence_sums s JOIN selected r USING (run_id)
 WHERE {INTERVENTION_FILTER}
 GROUP BY ALL
 """
+
+# The same sums as PER_SEQUENCE_SQL, one row per sequence_sums row (a sequence's rows from more than
+# one shard add up in job_bootstraps), numbers only: k indexes INTERVENTION_NAMES. At seed scale the
+# intervention's name per row (1.9 M Python strings) and the SQL grouping cost most of the module's time.
+SEQUENCE_ROWS_SQL = f"""
+WITH {SELECTED_RUNS}
+SELECT s.run_id, (list_position({INTERVENTION_LIST}, s.intervention) - 1)::SMALLINT AS k, s.sequence,
+       s.kl_sum, s.n::DOUBLE AS kl_count, coalesce(s.loss_delta_sum, 0) AS loss_sum,
+       s.loss_delta_n::DOUBLE AS loss_count
+FROM sequence_sums s SEMI JOIN selected USING (run_id)
+WHERE {INTERVENTION_FILTER}
+"""
+JOBS_SQL = f"WITH {SELECTED_RUNS} SELECT run_id, job_id FROM selected"
 
 # Median and 99.9th percentile per (run, intervention) over all records, read off the store's
 # kl_bins rollup (approximate: within one bin, a factor of KL_BIN_RATIO); n_tokens counts sample 0.
@@ -67,9 +88,8 @@ SCHEMA = pa.schema(
 
 def layer_summary(params: Params, store: Any = None) -> pa.Table:
     bound = params.bind()
-    per_sequence = read(PER_SEQUENCE_SQL, bound, store).to_pandas()
     quantiles = read(QUANTILES_SQL, bound, store).to_pandas()
-    frames = [_summarise_job(rows, params) for _, rows in per_sequence.groupby("job_id")]
+    frames = [_summarise_job(job, params) for job in job_bootstraps(bound, params.n_boot, params.seed, store)]
     frames = [frame for frame in frames if len(frame)]
     if not frames:  # no records, or no group with two sequences
         return empty_like(SCHEMA)
@@ -78,48 +98,84 @@ def layer_summary(params: Params, store: Any = None) -> pa.Table:
     return pa.Table.from_pandas(summary[SCHEMA.names], schema=SCHEMA, preserve_index=False)
 
 
-def _summarise_job(rows: pd.DataFrame, params: Params) -> pd.DataFrame:
+@dataclass(frozen=True)
+class JobBootstrap:
+    """One job's sequence bootstrap of every (run, intervention) group's mean KL (columns g < G) and mean
+    CE-loss increase (columns G + g): point means over all sequences and replicates sharing sequence weights."""
+
+    job_id: int
+    groups: pd.DataFrame  # (G,) run_id, intervention: column g's group, sorted by run then intervention index
+    n_sequences: np.ndarray  # (G,) sequences with records of the group
+    point: np.ndarray  # (2G,)
+    replicates: np.ndarray  # (B, 2G)
+
+
+def job_bootstraps(bound: dict[str, Any], n_boot: int, seed: int, store: Any = None) -> list[JobBootstrap]:
+    """The sequence bootstrap of each job of the selected runs (layer_summary's and verdict's one computation)."""
+    rows = read(SEQUENCE_ROWS_SQL, bound, store)
+    if rows.num_rows == 0:
+        return []
+    columns = {name: rows.column(name).to_numpy() for name in rows.column_names}  # (N,) each
+    runs = read(JOBS_SQL, {k: v for k, v in bound.items() if k != "interventions"}, store).to_pandas()
+    job_of_row = pd.Series(columns["run_id"]).map(dict(zip(runs.run_id, runs.job_id, strict=True))).to_numpy()
+    jobs = []
+    for job_id in np.unique(job_of_row):
+        mask = job_of_row == job_id
+        jobs.append(_job_bootstrap(int(job_id), {name: c[mask] for name, c in columns.items()}, n_boot, seed))
+    return jobs
+
+
+def _job_bootstrap(job_id: int, rows: dict[str, np.ndarray], n_boot: int, seed: int) -> JobBootstrap:
+    """Dense (sequence x group) sums and counts of one job's rows, and their bootstrap."""
+    group_keys, group_index = sorted_codes(rows["run_id"] * len(INTERVENTION_NAMES) + rows["k"])  # (G,), (N,)
+    sequence_index = sorted_codes(rows["sequence"])[1]  # (N,)
+    n_groups, n_sequences = len(group_keys), int(sequence_index.max()) + 1
+    cell = sequence_index * n_groups + group_index  # (N,) flat index into (S, G); rows of one cell add up
+
+    def dense(column: str) -> np.ndarray:
+        return np.bincount(cell, weights=rows[column], minlength=n_sequences * n_groups).reshape(n_sequences, n_groups)
+
+    sums = np.concatenate([dense("kl_sum"), dense("loss_sum")], axis=1)  # (S, 2G): kl, then loss
+    counts = np.concatenate([dense("kl_count"), dense("loss_count")], axis=1)  # (S, 2G)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = sums.sum(axis=0) / counts.sum(axis=0)  # (2G,)
+    groups = pd.DataFrame({
+        "run_id": group_keys // len(INTERVENTION_NAMES),
+        "intervention": np.array(INTERVENTION_NAMES, dtype=object)[group_keys % len(INTERVENTION_NAMES)],
+    })  # fmt: skip
+    return JobBootstrap(
+        job_id=job_id, groups=groups, n_sequences=(counts[:, :n_groups] > 0).sum(axis=0),  # a row counts >= 1 draw
+        point=point, replicates=bootstrap_means(sums, counts, n_boot, seed),
+    )  # fmt: skip
+
+
+def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(values, return_inverse=True) for integers of a small range (ids, sequences): one bincount
+    instead of a sort or hash (0.4 s for 2M values here)."""
+    low = values.min()
+    present = np.bincount(values - low) > 0  # (range,)
+    return np.flatnonzero(present) + low, (np.cumsum(present) - 1)[values - low]
+
+
+def _summarise_job(job: JobBootstrap, params: Params) -> pd.DataFrame:
     """Point estimates and bootstrap CIs for every (run, intervention) of one job."""
-    keys = ["run_id", "intervention"]
-    group_index = rows.groupby(keys, sort=True).ngroup().to_numpy()  # (N,) group of each row
-    frame = rows[keys].drop_duplicates().sort_values(keys).reset_index(drop=True)  # row g = group g
-    sequence_index = np.unique(rows.sequence.to_numpy(), return_inverse=True)[1]  # (N,)
-    n_groups, n_sequences = len(frame), int(sequence_index.max()) + 1
-    dense = {}
-    for column in ("kl_sum", "loss_sum", "kl_count", "loss_count"):
-        matrix = np.zeros((n_sequences, n_groups))  # (S, G); a row per (group, sequence) at most
-        matrix[sequence_index, group_index] = rows[column].to_numpy(np.float64)
-        dense[column] = matrix
-    # kl and loss side by side: one bootstrap, the same sequence draws for both (S, 2G)
-    kl_loss = _Estimate(
-        np.concatenate([dense["kl_sum"], dense["loss_sum"]], axis=1),
-        np.concatenate([dense["kl_count"], dense["loss_count"]], axis=1),
-        params,
-    )
-    kl = kl_loss.take(slice(0, n_groups))
+    frame = job.groups.copy()
+    n_groups = len(frame)
+    kl = _Estimate(job.point[:n_groups], job.replicates[:, :n_groups], params.confidence)
     frame["kl_mean"], frame["kl_mean_lo"], frame["kl_mean_hi"] = kl.point, kl.low, kl.high
-    loss = kl_loss.take(slice(n_groups, 2 * n_groups))
+    loss = _Estimate(job.point[n_groups:], job.replicates[:, n_groups:], params.confidence)
     frame["loss_delta_mean"], frame["loss_delta_mean_lo"], frame["loss_delta_mean_hi"] = loss.point, loss.low, loss.high
     frame["kl_ratio"], frame["kl_ratio_lo"], frame["kl_ratio_hi"] = _ratio_to_baseline(kl, frame, params.confidence)
-    frame["n_sequences"] = np.bincount(group_index, minlength=n_groups)  # one row per (group, sequence)
-    return frame[frame.n_sequences >= 2].assign(job_id=rows.job_id.iloc[0])  # a CI needs two sequences
+    frame["n_sequences"] = job.n_sequences
+    return frame[frame.n_sequences >= 2].assign(job_id=job.job_id)  # a CI needs two sequences
 
 
 class _Estimate:
-    """Point means, bootstrap replicates and their interval for every group (column)."""
+    """Point means, bootstrap replicates and their interval for some groups (columns)."""
 
-    def __init__(self, sums: np.ndarray, counts: np.ndarray, params: Params) -> None:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self.point = sums.sum(axis=0) / counts.sum(axis=0)  # (G,)
-        self.replicates = bootstrap_means(sums, counts, params.n_boot, params.seed)  # (B, G)
-        self.low, self.high = percentile_interval(self.replicates, params.confidence)
-
-    def take(self, columns: slice) -> _Estimate:
-        """The estimate of some groups only (same replicates)."""
-        part = object.__new__(_Estimate)
-        part.point, part.replicates = self.point[columns], self.replicates[:, columns]
-        part.low, part.high = self.low[columns], self.high[columns]
-        return part
+    def __init__(self, point: np.ndarray, replicates: np.ndarray, confidence: float) -> None:
+        self.point, self.replicates = point, replicates  # (G,), (B, G)
+        self.low, self.high = percentile_interval(replicates, confidence)
 
 
 def _ratio_to_baseline(kl: _Estimate, groups: pd.DataFrame, confidence: float) -> tuple[np.ndarray, ...]:

@@ -4,8 +4,9 @@ For each baseline B of BASELINES the ratios are mean(KL_sae) / mean(KL_B) and
 mean(loss_delta_sae) / mean(loss_delta_B) over the run's records (every sample of a random
 baseline counts towards its mean, as in layer_summary), each with a paired sequence-bootstrap
 interval: every replicate re-weights whole sequences, the same weights for the SAE and the
-baseline (analysis.bootstrap). The matrices are laid out as layer_summary lays them out, with
-the same seed, so the interval of the ratio to eps_random is layer_summary's kl_ratio_lo/hi.
+baseline (analysis.bootstrap). The bootstrap is layer_summary's own (analysis.layer_summary
+.job_bootstraps, the same seed), so the interval of the ratio to eps_random is layer_summary's
+kl_ratio_lo/hi.
 
 The verdict against B reads the KL ratio's interval (VERDICT_RULE): `pathological` when its
 lower bound is above 1, `better than baseline` when its upper bound is below 1, `no gap` when
@@ -25,8 +26,8 @@ import pyarrow as pa
 from pydantic import Field
 
 from analysis.base import GAPS, SELECTED_RUNS, Scope, ScopedFilters, empty_like, read
-from analysis.bootstrap import bootstrap_means, percentile_interval
-from analysis.layer_summary import PER_SEQUENCE_SQL
+from analysis.bootstrap import percentile_interval
+from analysis.layer_summary import JobBootstrap, job_bootstraps
 from analysis.sigma import Params as SigmaParams
 from analysis.sigma import sigma
 from schema.spec import RANDOM_BASELINES
@@ -77,8 +78,8 @@ SCHEMA = pa.schema(
 
 def verdict(params: Params, store: Any = None) -> pa.Table:
     bound = params.bind()
-    per_sequence = read(PER_SEQUENCE_SQL, {**bound, "interventions": None}, store).to_pandas()  # all of them
-    frames = [_ratios_of_job(rows, params) for _, rows in per_sequence.groupby("job_id")]
+    jobs = job_bootstraps({**bound, "interventions": None}, params.n_boot, params.seed, store)  # all interventions
+    frames = [_ratios_of_job(job, params) for job in jobs]
     frames = [frame for frame in frames if len(frame)]
     if not frames:  # no records, or no run with two sequences
         return empty_like(SCHEMA)
@@ -99,28 +100,13 @@ def verdicts(low: pd.Series, high: pd.Series) -> list[str | None]:
     ]
 
 
-def _ratios_of_job(rows: pd.DataFrame, params: Params) -> pd.DataFrame:
-    """SAE-over-baseline ratios and their paired intervals for every run of one job (layer_summary's layout)."""
-    keys = ["run_id", "intervention"]
-    group_index = rows.groupby(keys, sort=True).ngroup().to_numpy()  # (N,) group of each row
-    groups = rows[keys].drop_duplicates().sort_values(keys).reset_index(drop=True)  # row g = group g
-    sequence_index = np.unique(rows.sequence.to_numpy(), return_inverse=True)[1]  # (N,)
-    shape = (int(sequence_index.max()) + 1, len(groups))  # (S, G)
-    dense = {}
-    for column in ("kl_sum", "loss_sum", "kl_count", "loss_count"):
-        dense[column] = np.zeros(shape)
-        dense[column][sequence_index, group_index] = rows[column].to_numpy(np.float64)
-    sums = np.concatenate([dense["kl_sum"], dense["loss_sum"]], axis=1)  # (S, 2G): kl, then loss
-    counts = np.concatenate([dense["kl_count"], dense["loss_count"]], axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        point = sums.sum(axis=0) / counts.sum(axis=0)  # (2G,)
-    replicates = bootstrap_means(sums, counts, params.n_boot, params.seed)  # (B, 2G)
-    n_sequences = np.bincount(group_index, minlength=len(groups))
+def _ratios_of_job(job: JobBootstrap, params: Params) -> pd.DataFrame:
+    """SAE-over-baseline ratios and their paired intervals for every run of one job (layer_summary's bootstrap)."""
+    groups, n_sequences = job.groups, job.n_sequences
     column = {key: g for g, key in enumerate(zip(groups.run_id, groups.intervention, strict=True))}
     runs = [run for run in groups.run_id.unique() if (run, "sae") in column and n_sequences[column[run, "sae"]] >= 2]
-    return pd.DataFrame([_run_ratios(run, column, point, replicates, len(groups), params) for run in runs]).assign(
-        n_sequences=[int(n_sequences[column[run, "sae"]]) for run in runs]
-    )
+    rows = [_run_ratios(run, column, job.point, job.replicates, len(groups), params) for run in runs]
+    return pd.DataFrame(rows).assign(n_sequences=[int(n_sequences[column[run, "sae"]]) for run in runs])
 
 
 def _run_ratios(

@@ -41,7 +41,8 @@ VERSIONS = {"torch": "none", "transformer_lens": "none", "sae_lens": "none", "sa
 VOCAB = pa.array([f" t{i}" for i in range(5000)])
 RATIO = {"sae": 3.0, "sae_norm_corrected": 2.5, "norm_only": 0.3, "eps_random": 1.0, "cos_random_sae_norm": 1.1,
          "cos_random_true_norm": 1.0, "zero_ablation": 40.0, "mean_ablation": 10.0, "eps_cov_random": 1.3,
-         "eps_real_diff": 1.6}  # fmt: skip  # mean KL relative to eps_random
+         "eps_real_diff": 1.6, "sae_error_linear": 2.0, "sae_error_nonlinear": 1.5, "eps_random_linear": 0.8,
+         "eps_random_nonlinear": 0.6}  # fmt: skip  # mean KL relative to eps_random
 
 
 def _tokens(rng: np.random.Generator, start: int, n_seq: int, token_ids: np.ndarray, cos: np.ndarray) -> pa.Table:
