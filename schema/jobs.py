@@ -82,23 +82,33 @@ class ShardInfo(BaseModel):
     attempts: int
     worker: str | None
     rows_written: int | None
-    tokens: int | None
+    tokens: int | None  # token positions (one run's count): planned while it runs, counted once done
+    tokens_done: int = 0  # of those, done so far (progress inside a running shard; = tokens once done)
     error: str | None
     started_at: datetime | None
     finished_at: datetime | None
 
 
 class Progress(BaseModel):
-    """Where a job stands; rates and ETA derive from the counters and started_at."""
+    """Where a job stands; rates and ETA derive from the counters, the running shards' progress and started_at."""
 
     job_id: int
     status: JobStatus
     shards_done: int
     shards_total: int
-    tokens_done: int
+    tokens_done: int = Field(description="token positions of the finished shards")
+    shards_running: int = 0
+    tokens_in_flight: int = Field(default=0, description="token positions done so far in running shards")
+    running_fraction: float | None = Field(
+        default=None,
+        description="how far the running shards are, 0-1 (mean of their tokens done / planned); None before one says",
+    )
     elapsed_seconds: float | None = Field(description="since the first shard started; None before")
     tokens_per_second: float | None
-    eta_seconds: float | None = Field(description="remaining shards at the mean pace so far; None before one is done")
+    eta_seconds: float | None = Field(
+        description="remaining shards at the mean pace so far (running shards counted by their fraction done); "
+        "None before any progress"
+    )
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -169,7 +179,7 @@ class JobTables:
             job.status, job.error, job.finished_at = "queued", None, None
             shards = session.scalars(select(Shard).where(Shard.job_id == job_id, Shard.status != "done")).all()
             for shard in shards:
-                shard.status, shard.error, shard.finished_at = "pending", None, None
+                shard.status, shard.error, shard.finished_at, shard.tokens_done = "pending", None, None, 0
             return len(shards)
 
     def delete_job(self, job_id: int) -> None:
@@ -243,7 +253,7 @@ class JobTables:
                 raise JobStateError(f"job {job.id} is {job.status}; shard {shard_id} is not started")
             now = utc_now()
             shard.status, shard.worker, shard.started_at, shard.error = "running", worker, now, None
-            shard.attempts += 1
+            shard.attempts, shard.tokens_done = shard.attempts + 1, 0  # a retry starts its progress afresh
             if job.status in ("queued", "planning"):
                 job.status = "running"
             job.started_at = job.started_at or now
@@ -260,6 +270,7 @@ class JobTables:
             shard = _shard_row(session, shard_id)
             was_done = shard.status == "done"
             shard.status, shard.rows_written, shard.tokens, shard.finished_at = "done", rows_written, tokens, utc_now()
+            shard.tokens_done = tokens
             if was_done:
                 return
             session.execute(
@@ -273,6 +284,15 @@ class JobTables:
             if job.status == "running" and job.shards_done >= job.shards_total:
                 job.status, job.finished_at = "done", utc_now()
 
+    def shard_tokens(self, shard_id: int, done: int, planned: int) -> None:
+        """Record how many of a running shard's `planned` token positions are done (its progress inside)."""
+        with Session(self.engine) as session, session.begin():
+            session.execute(
+                update(Shard)
+                .where(Shard.id == shard_id, Shard.status == "running")
+                .values(tokens_done=done, tokens=planned)
+            )
+
     def fail_shard(self, shard_id: int, error: str) -> None:
         """Mark a shard failed with its error; the job's status is the queue's decision."""
         with Session(self.engine) as session, session.begin():
@@ -281,16 +301,31 @@ class JobTables:
 
     def progress(self, job_id: int) -> Progress:
         job = self.get_job(job_id)
+        running = self._running_shards(job_id) if job.status == "running" else []
+        in_flight = sum(done for done, _ in running)
+        fractions = [min(done / planned, 1.0) for done, planned in running if planned]  # shards that said
         started = as_utc(job.started_at)
         end = as_utc(job.finished_at) if job.status in FINISHED_STATUSES and job.finished_at else datetime.now(UTC)
         elapsed = (end - started).total_seconds() if started else None
-        rate = job.tokens_done / elapsed if elapsed and job.tokens_done else None
-        remaining = job.shards_total - job.shards_done
-        eta = elapsed / job.shards_done * remaining if elapsed and job.shards_done and job.status == "running" else None
+        tokens = job.tokens_done + in_flight
+        units = job.shards_done + sum(fractions)  # shards' worth of work done, running ones by their fraction
+        eta = (
+            elapsed / units * max(job.shards_total - units, 0.0)
+            if elapsed and units and job.status == "running"
+            else None
+        )
         return Progress(
             job_id=job.id, status=job.status, shards_done=job.shards_done, shards_total=job.shards_total,
-            tokens_done=job.tokens_done, elapsed_seconds=elapsed, tokens_per_second=rate, eta_seconds=eta,
+            tokens_done=job.tokens_done, shards_running=len(running), tokens_in_flight=in_flight,
+            running_fraction=sum(fractions) / len(fractions) if fractions else None, elapsed_seconds=elapsed,
+            tokens_per_second=tokens / elapsed if elapsed and tokens else None, eta_seconds=eta,
         )  # fmt: skip
+
+    def _running_shards(self, job_id: int) -> list[tuple[int, int | None]]:
+        """(token positions done, planned) of each running shard of the job; planned is None before it says."""
+        query = select(Shard.tokens_done, Shard.tokens).where(Shard.job_id == job_id, Shard.status == "running")
+        with Session(self.engine) as session:
+            return [(int(done or 0), planned) for done, planned in session.execute(query)]
 
 
 def _job_row(session: Session, job_id: int) -> Job:

@@ -17,7 +17,7 @@ It knows nothing of databases or queues: see worker/prepare.py for the job-level
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,6 +40,9 @@ from worker.to_arrow import amplification_table, intervention_table, token_table
 # Positional schemes whose patched passes may start at P over cached keys and values: learned
 # positions live in the residual stream, rotary is applied from the cache's offset.
 _PREFIX_REUSE_POSITIONS = ("standard", "rotary")
+
+
+TokensDone = Callable[[int, int], None]  # (recorded token positions done, of the batch's total)
 
 
 @dataclass(frozen=True)
@@ -123,8 +126,13 @@ def evaluate_batch(
     tokens: Int[Tensor, "batch pos"],
     sequence_ids: Int[Tensor, " batch"],
     settings: EngineSettings,
+    on_tokens: TokensDone | None = None,
 ) -> list[RunRecords]:
-    """Records for every target on one batch of sequences (`sequence_ids` index the token set)."""
+    """Records for every target on one batch of sequences (`sequence_ids` index the token set).
+
+    `on_tokens(done, total)` hears after each block of sequences how many of the batch's recorded
+    token positions are done (the worker shows it as progress inside a shard).
+    """
     if tokens.numel() == 0:
         raise BadInput("empty batch: no sequences to evaluate")
     reuse = settings.reuse_prefix and model.cfg.positional_embedding_type in _PREFIX_REUSE_POSITIONS
@@ -137,7 +145,7 @@ def evaluate_batch(
             means = batch_means(model, tokens, targets, clean)
             targets = [replace(t, stats=replace(t.stats, mean=means[t.hook.name])) for t in targets]
         prepared = [_prepare(target, clean, sequence_ids, settings) for target in targets]
-        clean_loss = _patched_metrics(model, prepared, clean, window, plan)
+        clean_loss = _patched_metrics(model, prepared, clean, window, plan, on_tokens)
         return [_records(model, p, clean, clean_loss, window, sequence_ids, settings) for p in prepared]
 
 
@@ -369,7 +377,12 @@ def _counted(
 
 
 def _patched_metrics(
-    model: HookedTransformer, prepared: Sequence[_Prepared], clean: CleanPass, window: Window, plan: BlockPlan
+    model: HookedTransformer,
+    prepared: Sequence[_Prepared],
+    clean: CleanPass,
+    window: Window,
+    plan: BlockPlan,
+    on_tokens: TokensDone | None = None,
 ) -> Float[Tensor, "batch rec"]:
     """Fill every target's KL, loss and amplification, block by block (sequences x variants, from `plan`); returns
     the clean loss.
@@ -394,6 +407,8 @@ def _patched_metrics(
                 )
                 kl, loss = block_metrics(model, final, probs, clean.next_tokens[seqs], plan.vocab_chunk)
                 p.kl[k0 : ks.stop, seqs], p.loss[k0 : ks.stop, seqs] = kl, loss
+        if on_tokens is not None:
+            on_tokens(min(b0 + plan.seqs, batch) * clean.next_tokens.shape[1], clean.next_tokens.numel())
     return clean_loss
 
 

@@ -19,7 +19,7 @@ from transformer_lens import HookedTransformer
 
 from schema.jobs import RunInfo
 from schema.spec import JobSpec
-from worker.engine import EngineSettings, RunRecords, Target, evaluate_batch
+from worker.engine import EngineSettings, RunRecords, Target, TokensDone, evaluate_batch
 from worker.error_parts import fit_error_maps
 from worker.errors import BadInput
 from worker.hooks import HookPoint
@@ -96,14 +96,16 @@ def prepare_job(spec: JobSpec) -> PreparedJob:
     return PreparedJob(spec, model, targets, runs, tokens, _settings(spec, special), warnings)
 
 
-def evaluate_shard(job: PreparedJob, seq_start: int, seq_end: int) -> list[RunRecords]:
-    """Records of every run for sequences [seq_start, seq_end) of the job's token set."""
+def evaluate_shard(
+    job: PreparedJob, seq_start: int, seq_end: int, on_tokens: TokensDone | None = None
+) -> list[RunRecords]:
+    """Records of every run for sequences [seq_start, seq_end) of the job's token set (`on_tokens`: engine.py)."""
     if not 0 <= seq_start < seq_end <= len(job.tokens):
         raise BadInput(f"shard [{seq_start}, {seq_end}) is outside the job's {len(job.tokens)} sequences")
     device = job.model.cfg.device
     tokens = as_tensor(job.tokens[seq_start:seq_end], device)
     ids = torch.arange(seq_start, seq_end, device=device)
-    records = evaluate_batch(job.model, job.targets, tokens, ids, job.settings)
+    records = evaluate_batch(job.model, job.targets, tokens, ids, job.settings, on_tokens)
     if job.spec.joint:
         records.append(evaluate_joint(job.model, job.targets, tokens, ids, job.settings, key=len(job.targets)))
     return records

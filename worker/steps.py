@@ -8,7 +8,8 @@ So a job whose process died resumes (`saegap resume`) by running its unfinished 
 
 Every failure ends the job: BadInput at once, anything else after the caller's retries
 (`run_job` has none). The job's error is one line; the traceback goes to the log.
-While a step works, a heartbeat thread stamps the job every HEARTBEAT_S seconds.
+While a step works, a heartbeat thread stamps the job every HEARTBEAT_S seconds, and a
+running shard records its tokens done at most every PROGRESS_EVERY_S seconds (progress inside it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 ShardCallback = Callable[[Progress], None]
 HEARTBEAT_S = 30.0  # how often a working process stamps its job (worker/api.py STALE_AFTER_S reads it)
+PROGRESS_EVERY_S = 1.0  # at most this often a running shard writes its tokens done (one short UPDATE)
 
 _PREPARED: dict[str, PreparedJob] = {}  # spec JSON -> this process's one prepared job
 
@@ -69,6 +72,28 @@ def heartbeat(store: Store, job_id: int, worker: str) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+class ShardTokens:
+    """The engine's on_tokens for one shard: writes its tokens done to the shard's row, throttled.
+
+    The first report and the last (done == planned) always land; between them at most one write per
+    PROGRESS_EVERY_S. A failed write only costs that report (progress is advisory).
+    """
+
+    def __init__(self, store: Store, shard_id: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store, self.shard_id, self.clock = store, shard_id, clock
+        self.last_write: float | None = None
+
+    def __call__(self, done: int, planned: int) -> None:
+        now = self.clock()
+        if done < planned and self.last_write is not None and now - self.last_write < PROGRESS_EVERY_S:
+            return
+        self.last_write = now
+        try:
+            self.store.shard_tokens(self.shard_id, done, planned)
+        except Exception:
+            log.debug("progress of shard %d not recorded", self.shard_id, exc_info=True)
 
 
 def plan_job(job_id: int, store: Store, worker: str | None = None) -> list[ShardInfo]:
@@ -111,7 +136,7 @@ def run_shard(job_id: int, shard_id: int, store: Store, worker: str) -> bool:
         return False
     try:
         with heartbeat(store, job_id, worker):
-            records = evaluate_shard(prepared(job.spec), shard.seq_start, shard.seq_end)
+            records = evaluate_shard(prepared(job.spec), shard.seq_start, shard.seq_end, ShardTokens(store, shard_id))
     except BadInput as error:
         fail_job(job_id, shard_id, error, store)
         return False

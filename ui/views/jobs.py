@@ -13,7 +13,7 @@ from schema.spec import INTERVENTION_NAMES, AllTokenScope, JobSpec, SingleTokenS
 from ui.background import running_threads, submit_job
 from ui.data import job_table, jobs_api
 from ui.deployment import allowed_token_set, read_only
-from worker.api import UNFINISHED_STATUSES
+from worker.api import UNFINISHED_STATUSES, Progress
 
 DEFAULTS = JobSpec()
 SCOPES = {"all_tokens": "all tokens at once", "single_token": "one target position"}
@@ -95,15 +95,25 @@ def _submit_form() -> None:
 def _with_progress(jobs: pd.DataFrame) -> pd.DataFrame:
     """Add the job API's rate and ETA to unfinished jobs, and every started job's duration."""
     api = jobs_api()
-    eta, rate, stale = [], [], []
-    for job_id, status in zip(jobs.job, jobs.status, strict=True):
+    eta, rate, stale, inside, tokens = [], [], [], [], list(jobs.tokens_done)
+    for i, (job_id, status) in enumerate(zip(jobs.job, jobs.status, strict=True)):
         progress = api.progress(int(job_id)) if status in UNFINISHED_STATUSES else None
         eta.append(progress.eta_seconds if progress else None)
         rate.append(progress.tokens_per_second if progress else None)
         stale.append(api.stale_reason(api.get_job(int(job_id))) if progress else None)  # worker gone: resumable
+        inside.append(in_shard(progress) if progress else "")
+        tokens[i] += progress.tokens_in_flight if progress else 0
     shown = [f"{status} (stale)" if reason else status for status, reason in zip(jobs.status, stale, strict=True)]
-    jobs = jobs.assign(status=shown, stale=stale)
+    jobs = jobs.assign(status=shown, stale=stale, tokens_done=tokens, in_shard=inside)
     return jobs.assign(duration=[duration(row) for row in jobs.itertuples()], tokens_per_s=rate, eta_s=eta)
+
+
+def in_shard(progress: Progress) -> str:
+    """How far the running shard is, e.g. 'shard 3/8: 45%' (several running: their mean)."""
+    if not progress.shards_running or progress.running_fraction is None:
+        return ""
+    which = f"shard {progress.shards_done + 1}" if progress.shards_running == 1 else f"{progress.shards_running} shards"
+    return f"{which}/{progress.shards_total}: {progress.running_fraction:.0%}"
 
 
 def duration(row: Any) -> str:

@@ -41,7 +41,7 @@ def describe(job: JobInfo, progress: Progress) -> str:
     lines = [
         headline,
         f"model {job.spec.model}; SAEs {', '.join(job.spec.saes)}; scope {job.spec.scope.kind}",
-        f"shards {progress.shards_done}/{progress.shards_total}; tokens {progress.tokens_done:,}",
+        shard_line(progress),
     ]
     if progress.tokens_per_second:
         lines.append(f"{progress.tokens_per_second:,.0f} tokens/s over {progress.elapsed_seconds:.0f}s")
@@ -50,3 +50,19 @@ def describe(job: JobInfo, progress: Progress) -> str:
     if job.error:
         lines.append(f"error: {job.error}")
     return "\n".join(lines)
+
+
+def shard_line(progress: Progress) -> str:
+    """Shards and tokens done, the running shards' tokens included, e.g.
+    'shards 2/8; shard 3/8 running, 45% of it; tokens 12,288 (5,530 of them in running shards)'."""
+    line = f"shards {progress.shards_done}/{progress.shards_total}"
+    if progress.shards_running == 1:
+        line += f"; shard {progress.shards_done + 1}/{progress.shards_total} running"
+    elif progress.shards_running:
+        line += f"; {progress.shards_running} shards running"
+    if progress.running_fraction is not None:
+        line += f", {progress.running_fraction:.0%} of {'it' if progress.shards_running == 1 else 'each on average'}"
+    line += f"; tokens {progress.tokens_done + progress.tokens_in_flight:,}"
+    if progress.tokens_in_flight:
+        line += f" ({progress.tokens_in_flight:,} of them in running shards)"
+    return line
