@@ -3,7 +3,6 @@ is not redelivered in a loop. Real Redis (db 11) and a worker process whose SAEG
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import redis
 from schema.config import StoreConfig
 from schema.spec import JobSpec
 from schema.store import Store
-from tests.hosts.broker import use_env_broker
+from tests.hosts.broker import broker_env
 from worker import api
 
 BROKER = "redis://127.0.0.1:6379/11"
@@ -34,16 +33,8 @@ pytestmark = pytest.mark.skipif(not _redis_up(), reason="no Redis at 127.0.0.1:6
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    redis.Redis.from_url(BROKER).flushdb()
-    values = {"SAEGAP_DATA": str(tmp_path / "store"), "SAEGAP_BROKER_URL": BROKER}
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    use_env_broker()
-    yield {**os.environ, "HF_HUB_OFFLINE": "1"}
-    for key, value in saved.items():
-        os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-    use_env_broker()
-    redis.Redis.from_url(BROKER).flushdb()
+    with broker_env({"SAEGAP_DATA": str(tmp_path / "store"), "SAEGAP_BROKER_URL": BROKER}) as env:
+        yield env
 
 
 def test_worker_without_the_model_fails_the_job_once(env: dict[str, str], tmp_path: Path) -> None:

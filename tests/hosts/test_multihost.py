@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from schema.config import StoreConfig
-from schema.jobs import JobInfo
 from schema.spec import JobSpec
 from schema.store import Store
 from tests.hosts import network
 from tests.hosts.broker import use_env_broker
 from tests.hosts.services import Services
+from tests.waiting import wait_finished
 from tests.worker.conftest import save_tiny_assets
 from tests.worker.test_api import expected_rows, record_counts, tiny_spec
 from worker import api
@@ -36,7 +36,6 @@ WORKER_HOSTS = ("worker1", "worker2")
 VISIBILITY_TIMEOUT_S = 8  # a shard of a vanished host is redelivered after this (shards here take ~1 s)
 # A wait fails when nothing about the job changed for this long. kombu sweeps for unacknowledged
 # messages past the visibility timeout only every ~100 s by default (unacked_restore_interval x throttle).
-STALL_S = 180
 
 
 @dataclass
@@ -116,24 +115,6 @@ def _end(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, 9)
             process.wait()
-
-
-def job_state(store: Store, job_id: int) -> tuple:
-    job = store.get_job(job_id)
-    return job.status, job.shards_done, tuple((s.status, s.attempts, s.worker) for s in store.list_shards(job_id))
-
-
-def wait_finished(store: Store, job_id: int) -> JobInfo:
-    """Wait while the job makes progress; fail if its state stands still for STALL_S seconds."""
-    last, changed = None, time.monotonic()
-    while True:
-        state = job_state(store, job_id)
-        if state[0] in ("done", "failed", "cancelled"):
-            return store.get_job(job_id)
-        if state != last:
-            last, changed = state, time.monotonic()
-        assert time.monotonic() - changed < STALL_S, f"job {job_id} made no progress for {STALL_S}s: {state}"
-        time.sleep(0.2)
 
 
 def wait_for(store: Store, job_id: int, condition: Callable[[Store], bool], what: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -15,6 +14,8 @@ import redis
 
 from schema.config import StoreConfig
 from schema.store import Store
+from tests.hosts.broker import broker_env
+from tests.waiting import FINISHED, wait_all_finished, wait_finished
 from tests.worker.test_api import expected_rows, record_counts, tiny_spec
 from worker import api
 
@@ -34,19 +35,9 @@ pytestmark = pytest.mark.skipif(not _redis_up(), reason="no Redis at 127.0.0.1:6
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    redis.Redis.from_url(BROKER).flushdb()
     data = tmp_path_factory.mktemp("queue-store")
-    values = {"SAEGAP_DATA": str(data), "SAEGAP_BROKER_URL": BROKER, "SAEGAP_VISIBILITY_TIMEOUT": "6"}
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    from worker.celery_app import app, apply_env
-
-    apply_env(app)  # this process imported the app before the env pointed at the test broker
-    yield {**os.environ, "HF_HUB_OFFLINE": "1"}
-    for key, value in saved.items():
-        os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-    apply_env(app)
-    redis.Redis.from_url(BROKER).flushdb()
+    with broker_env({"SAEGAP_DATA": str(data), "SAEGAP_BROKER_URL": BROKER, "SAEGAP_VISIBILITY_TIMEOUT": "6"}) as env:
+        yield env
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +61,6 @@ def workers(env: dict[str, str], tiny_assets: dict[str, str]) -> Iterator[list[s
         process.wait(timeout=30)
 
 
-def wait_finished(store: Store, job_ids: list[int], timeout_s: float = 150.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if all(store.get_job(j).status in ("done", "failed", "cancelled") for j in job_ids):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"jobs not finished: {[(j, store.get_job(j).status) for j in job_ids]}")
-
-
 def fresh_counts(job_id: int) -> dict[str, int]:
     with Store.open(StoreConfig.from_env()) as reader:  # a new connection sees every process's writes
         return record_counts(reader, job_id)
@@ -93,7 +75,7 @@ def test_submit_cli_to_worker_to_status(
     saegap = str(REPO / ".venv/bin/saegap")
     submitted = subprocess.run([saegap, "submit", *flags], env=env, capture_output=True, text=True, check=True)
     job_id = int(submitted.stdout.strip())
-    wait_finished(store, [job_id])
+    wait_finished(store, job_id)
     status = subprocess.run([saegap, "status", str(job_id)], env=env, capture_output=True, text=True, check=True)
     assert status.stdout.splitlines()[0] == f"job {job_id}: done"
     spec = tiny_spec(tiny_assets, n_sequences=6, samples=2)
@@ -109,7 +91,7 @@ def test_twenty_jobs_over_two_workers_then_cancel(
     specs = [tiny_spec(tiny_assets, saes=one_sae, n_sequences=2, interventions=["sae", "eps_random"], seed=i)
              for i in range(20)]  # fmt: skip
     job_ids = [api.enqueue(spec, store=store) for spec in specs]
-    wait_finished(store, job_ids)
+    wait_all_finished(store, job_ids)
     assert {store.get_job(j).status for j in job_ids} == {"done"}
     assert len({shard.worker for j in job_ids for shard in store.list_shards(j)}) == 2  # both workers took shards
     tokens = expected_rows(specs[0], tiny_assets["tokens"], 1)[0]
@@ -137,15 +119,15 @@ def test_killed_worker_shard_finished_by_another(
     spec = tiny_spec(tiny_assets, model=str(model_copy), n_sequences=16, sequences_per_shard=1, samples=4)
     victim = start_worker(env, str(model_copy), "victim")
     job_id = api.enqueue(spec, store=store)
-    deadline = time.monotonic() + 120
-    while store.get_job(job_id).shards_done < 2 and time.monotonic() < deadline:
+    while store.get_job(job_id).shards_done < 2:  # progress: the victim is alive and working
+        assert victim.poll() is None and store.get_job(job_id).status not in FINISHED
         time.sleep(0.1)
     victim.send_signal(signal.SIGKILL)  # mid-job: a shard is running and unacknowledged
     victim.wait()
     done_at_kill = store.get_job(job_id).shards_done
     rescuer = start_worker(env, str(model_copy), "rescuer")
     try:
-        wait_finished(store, [job_id], timeout_s=180)
+        wait_finished(store, job_id)
     finally:
         rescuer.terminate()
         rescuer.wait(timeout=30)
