@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
-from analysis.base import GAPS, SELECTED_RUNS, Scope, ScopedFilters, empty_like, read
+from analysis.base import MAX_ROWS, SELECTED_RUNS, Scope, ScopedFilters, empty_like, read
 from schema.relations import GAP_SUM_VARIABLES
 
 
@@ -32,14 +32,17 @@ class Params(ScopedFilters):
 TOKEN_VARIABLES = GAP_SUM_VARIABLES
 VARIABLES = (*TOKEN_VARIABLES, "token_frequency")
 
-# Intervened tokens with a gap and every variable (an intervened token has them all).
+# Intervened tokens with a gap and every variable (an intervened token has them all), the same
+# tokens gap_sums sums. NOT MATERIALIZED: read twice (counts, and the hash sample), never held
+# whole (materialised, it was 24 M rows x 10 columns at seed scale).
 _FACTS = f"""
-WITH {SELECTED_RUNS}, {GAPS},
-facts AS (
-  SELECT g.run_id, g.sequence AS key_sequence, g.position AS key_position, g.token_id, g.kl_gap::DOUBLE AS kl_gap,
-         {", ".join(f"g.{v}::DOUBLE AS {v}" for v in TOKEN_VARIABLES)}
-  FROM gaps g
-  WHERE g.intervened AND g.kl_gap IS NOT NULL AND {" AND ".join(f"g.{v} IS NOT NULL" for v in TOKEN_VARIABLES)}
+WITH {SELECTED_RUNS},
+facts AS NOT MATERIALIZED (
+  SELECT t.run_id, t.sequence AS key_sequence, t.position AS key_position, t.token_id,
+         (t.kl_sae - t.kl_eps_random)::DOUBLE AS kl_gap, {", ".join(f"t.{v}::DOUBLE AS {v}" for v in TOKEN_VARIABLES)}
+  FROM tokens t  -- $sample_runs: the selected runs (of this batch) with tokens, from RUN_SUMS_SQL
+  WHERE list_contains($sample_runs, t.run_id) AND t.intervened AND t.kl_sae IS NOT NULL
+    AND t.kl_eps_random IS NOT NULL AND {" AND ".join(f"t.{v} IS NOT NULL" for v in TOKEN_VARIABLES)}
 )"""
 
 _SUMS = ",\n       ".join(f"sum({p}_{v}) AS {p}_{v}" for v in TOKEN_VARIABLES for p in ("sx", "sxx", "sxy"))
@@ -56,20 +59,20 @@ HAVING sum(n) > 0
 """
 
 
-def _average_rank(column: str) -> str:
-    """Rank of the column within its run, ties sharing their mean rank (as pandas' rank(method="average"))."""
-    window = f"(PARTITION BY run_id ORDER BY {column})"  # count(*) over it: the tie group's last rank
-    return f"(rank() OVER {window} + count(*) OVER {window}) / 2.0 AS r_{column}"
+# The token's draw in [0, 1). Compared with the largest fraction first: a constant, so the per-run
+# fraction (a list lookup per row) is looked up only for the few tokens that pass it.
+_DRAW = "(hash(f.run_id, f.key_sequence, f.key_position) % 1000000) / 1e6"
+_FREQUENCY_SUMS = ("sx_token_frequency", "sxx_token_frequency", "sxy_token_frequency")
 
-
-_SPEARMAN = ",\n       ".join(f"CASE WHEN count(*) >= 3 THEN corr(r_kl_gap, r_{v}) END AS rho_{v}" for v in VARIABLES)
-
-# One row per run, in SQL (no token row reaches Python):
-# - token frequency's Pearson sums from the occurrences n and gap sum per (run, token id): every
-#   occurrence of a token id has x = n, so sum x = sum n^2, sum x^2 = sum n^3, sum xy = sum n * sy;
-# - Spearman = Pearson of average ranks, on each run's hash sample (a draw in [0, 1) from the
-#   token's key, so the same tokens every time) of about $spearman_tokens tokens, all below that.
-PER_RUN_SQL = f"""{_FACTS},
+# Token frequency's Pearson sums per run, and each run's hash sample for Spearman:
+# - from the occurrences n and gap sum per (run, token id): every occurrence of a token id has
+#   x = n, so sum x = sum n^2, sum x^2 = sum n^3, sum xy = sum n * sy;
+# - the sample: a draw in [0, 1) from the token's key (the same tokens every time) below the run's
+#   fraction, about $spearman_tokens tokens, all below that; each with its token frequency.
+# One row per sampled token carrying its run's sums (a run with an empty sample: one row, its
+# sample columns NULL). The ranks are taken in numpy: seven rank windows over the sample took
+# ~80% of this query's time in SQL.
+SAMPLE_SQL = f"""{_FACTS},
 counts AS (SELECT run_id, token_id, count(*)::DOUBLE AS n, sum(kl_gap) AS sy FROM facts GROUP BY run_id, token_id),
 frequency AS (
   SELECT run_id, sum(n * n) AS sx_token_frequency, sum(n * n * n) AS sxx_token_frequency,
@@ -79,18 +82,9 @@ frequency AS (
 sample AS (
   SELECT f.run_id, f.kl_gap, {", ".join(f"f.{v}" for v in TOKEN_VARIABLES)}, c.n AS token_frequency
   FROM facts f JOIN counts c USING (run_id, token_id)
-  WHERE (hash(f.run_id, f.key_sequence, f.key_position) % 1000000) / 1e6
-        < $fractions[list_position($sample_runs, f.run_id)]
-),
-ranked AS (
-  SELECT run_id, {", ".join(_average_rank(c) for c in ("kl_gap", *VARIABLES))} FROM sample
-),
-spearman AS (
-  SELECT run_id, count(*) AS spearman_n,
-       {_SPEARMAN}
-  FROM ranked GROUP BY run_id
+  WHERE {_DRAW} < list_max($fractions) AND {_DRAW} < $fractions[list_position($sample_runs, f.run_id)]
 )
-SELECT * FROM frequency LEFT JOIN spearman USING (run_id)
+SELECT * FROM frequency LEFT JOIN sample USING (run_id)
 """
 
 RUNS_SQL = f"WITH {SELECTED_RUNS} SELECT job_id, run_id, sae, layer FROM selected"
@@ -107,8 +101,9 @@ def gap_correlates(params: Params, store: Any = None) -> pa.Table:
     if totals.empty:
         return empty_like(SCHEMA)
     fractions = np.minimum(1.0, params.spearman_tokens / totals.n.to_numpy())
-    bound = {**params.bind(), "sample_runs": totals.index.tolist(), "fractions": fractions.tolist()}
-    per_run = read(PER_RUN_SQL, bound, store).to_pandas().set_index("run_id")
+    per_run = pd.concat(
+        [_sample_stats(batch, params, store) for batch in _run_batches(totals.index, fractions, params)]
+    )
     pearson = _pearson(totals.join(per_run, how="inner"))
     spearman = _spearman(per_run)
     run_facts = read(RUNS_SQL, params.bind(), store).to_pandas()
@@ -116,6 +111,38 @@ def gap_correlates(params: Params, store: Any = None) -> pa.Table:
     rows = rows[rows.n >= 3].sort_values(["job_id", "layer", "run_id", "variable"])  # a correlation needs 3 pairs
     rows["spearman_n"] = rows.spearman_n.fillna(0)  # a run whose hash sample came out empty
     return pa.Table.from_pandas(rows[SCHEMA.names], schema=SCHEMA, preserve_index=False)
+
+
+def _run_batches(runs: pd.Index, fractions: np.ndarray, params: Params) -> list[dict[str, list]]:
+    """Runs and their sample fractions in batches whose samples (about spearman_tokens each) stay within MAX_ROWS."""
+    size = max(1, MAX_ROWS // (2 * params.spearman_tokens))
+    return [
+        {"sample_runs": runs[start : start + size].tolist(), "fractions": fractions[start : start + size].tolist()}
+        for start in range(0, len(runs), size)
+    ]
+
+
+def _sample_stats(batch: dict[str, list], params: Params, store: Any) -> pd.DataFrame:
+    """One row per run of the batch: token frequency's Pearson sums, and Spearman's rho of the gap with each
+    variable on the run's hash sample (Pearson of average ranks, ties sharing their mean rank)."""
+    rows = read(SAMPLE_SQL, {**params.bind(), **batch}, store).to_pandas()
+    stats = []
+    for run_id, run in rows.groupby("run_id", sort=False):
+        sample = run.dropna(subset=["kl_gap"])  # the run's sampled tokens (none: its one row of NULLs)
+        ranks = {column: sample[column].rank().to_numpy() for column in ("kl_gap", *VARIABLES)}  # (n,) average ranks
+        stat = {"run_id": run_id, **run.iloc[0][list(_FREQUENCY_SUMS)].to_dict(), "spearman_n": len(sample)}
+        for variable in VARIABLES:
+            stat[f"rho_{variable}"] = _rank_correlation(ranks["kl_gap"], ranks[variable])
+        stats.append(stat)
+    return pd.DataFrame(stats).set_index("run_id")
+
+
+def _rank_correlation(gap_ranks: np.ndarray, ranks: np.ndarray) -> float:
+    """Pearson r of two rank vectors; NaN below 3 pairs or where either side is constant."""
+    if len(ranks) < 3:
+        return np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.corrcoef(gap_ranks, ranks)[0, 1])
 
 
 def _correlation(
