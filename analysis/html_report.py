@@ -199,13 +199,24 @@ def _gap_sources(answers: Answers) -> list[str]:
     return ["<h2>Where does the gap come from?</h2>", note, *sections]
 
 
-def _job_facts(job_id: int, store: Any) -> str:
-    """The job's spec and the library versions it ran with, as JSON."""
+def _job(job_id: int, store: Any) -> Any:
+    """The job's row (schema.jobs.JobInfo) from `store`, or the default store when None."""
     if store is None:
         from schema.read import default_store
 
         store = default_store()
-    job = store.get_job(job_id)
+    return store.get_job(job_id)
+
+
+def _warning_box(job_id: int, store: Any) -> str:
+    """The job's stored warnings (e.g. a bare .npy whose tokenizer nothing checked), in a box at the top."""
+    items = "".join(f"<li>{html.escape(text)}</li>" for text in _job(job_id, store).warnings)
+    return f"<div class='warning'><strong>Warning</strong><ul>{items}</ul></div>\n" if items else ""
+
+
+def _job_facts(job_id: int, store: Any) -> str:
+    """The job's spec and the library versions it ran with, as JSON."""
+    job = _job(job_id, store)
     spec = html.escape(json.dumps(job.spec.model_dump(mode="json"), indent=1), quote=False)
     versions = html.escape(json.dumps(job.versions, indent=1), quote=False)
     return (f"<h2>Job {job_id}: spec and versions</h2><p>status {job.status}, created {job.created_at:%Y-%m-%d %H:%M}"
@@ -223,6 +234,7 @@ table.verdict { font-size: 14px; } table.verdict td { white-space: nowrap; }
 td.bad { background: #fbe3e1; } td.even { background: #eeeeee; } td.good { background: #e2f2e2; }
 .swatch { display: inline-block; width: 0.8em; height: 0.8em; margin-right: 0.3em; vertical-align: middle; }
 pre { background: #f6f6f6; padding: 0.5em; font-size: 11px; }
+div.warning { background: #fff4d6; border: 1px solid #e0b400; padding: 0.3em 1em; max-width: 70em; }
 """
 _SECTIONS: tuple[Callable[[Answers], list[str] | str], ...] = (
     _answer, _layer_figures, _single_token_figures, _token_figures, _gap_sources
@@ -243,5 +255,5 @@ def build_report(job_id: int, store: Any = None) -> str:
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title><style>{_STYLE}</style></head>\n"
         f"<body><h1>{title}: are the SAE's errors pathological?</h1><p class='note'>Generated {stamp}. "
         "KL(P_clean || Q_intervened) in nats; CIs resample sequences.</p>\n"
-        + "\n".join(body) + "\n" + _job_facts(job_id, store) + "\n</body></html>\n"
+        + _warning_box(job_id, store) + "\n".join(body) + "\n" + _job_facts(job_id, store) + "\n</body></html>\n"
     )  # fmt: skip

@@ -37,6 +37,11 @@ class Results:
     data_dir: Path
     store: Store = field(repr=False)
 
+    @property
+    def warnings(self) -> list[str]:
+        """What to know beside the numbers, e.g. a bare .npy token set whose tokenizer nothing checked."""
+        return self.store.get_job(self.job_id).warnings
+
     def report(self, name: str, **params: Any) -> pd.DataFrame:
         """Analysis module `name` (see `saegap report`) for this job; params are its other fields."""
         from analysis.registry import get_module
@@ -86,7 +91,7 @@ def evaluate(
     with _inputs(model, saes, tokens, directory / "inputs", job_fields) as spec:
         here = in_memory or data_dir is None
         if here:
-            _prepare_first(spec)
+            _prepare_first(spec, store)
         job = _start(spec, store, here)
     if job.status != "done":
         raise JobFailed(f"job {job.id} {job.status}: {job.error or 'no error recorded'}")
@@ -139,11 +144,12 @@ def _sae_entry(sae: Any, root: Path, written: list[Path]) -> str:
     return str(path)
 
 
-def _prepare_first(spec: JobSpec) -> None:
-    """Load and check everything before the job is stored, so bad input writes nothing; the run reuses it."""
+def _prepare_first(spec: JobSpec, store: Store) -> None:
+    """Load and check everything before the job is stored, so bad input writes nothing; the run reuses it.
+    A text source is tokenized into `store`'s cache (data_dir's, whatever SAEGAP_DATA says)."""
     from worker.steps import prepared
 
-    prepared(spec)
+    prepared(spec, store.config)
 
 
 def _start(spec: JobSpec, store: Store, here: bool) -> Any:

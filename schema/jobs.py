@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
@@ -70,6 +70,13 @@ class JobInfo(BaseModel):
     tokens_done: int
     worker: str | None = None
     heartbeat_at: datetime | None = None
+    # What the user must see beside the results, e.g. a bare .npy's unknown tokenizer (worker/token_sources.py).
+    warnings: list[str] = Field(default_factory=list)
+
+    @field_validator("warnings", mode="before")
+    @classmethod
+    def _none_is_no_warning(cls, value: object) -> object:
+        return [] if value is None else value
 
 
 class ShardInfo(BaseModel):
@@ -160,6 +167,11 @@ class JobTables:
                 job.started_at = now
             if status in FINISHED_STATUSES:
                 job.finished_at = now
+
+    def set_job_warnings(self, job_id: int, warnings: list[str]) -> None:
+        """Store the warnings a user must see beside the job's results (replacing any stored before)."""
+        with Session(self.engine) as session, session.begin():
+            _job_row(session, job_id).warnings = list(warnings) or None
 
     def touch_job(self, job_id: int, worker: str) -> None:
         """Record that `worker` is alive and working on the job (its heartbeat)."""

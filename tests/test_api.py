@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,12 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 import saegap
 from saegap.cli import main
 from schema.config import StoreConfig
 from schema.read import query
 from schema.store import Store
+from schema.tables import TokenSetEntry
 from tests.worker.conftest import save_tiny_assets, tiny_sae
 from worker import loading
 from worker.errors import BadInput
@@ -116,3 +120,28 @@ def test_the_notebook_example_runs(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "layer" in result.stdout and "eps_random" in result.stdout
+
+
+@pytest.mark.parametrize("in_memory", [False, True], ids=["sae-dir", "in-memory-sae"])
+def test_text_is_cached_in_data_dirs_store_not_saegap_datas(
+    assets: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_memory: bool
+) -> None:
+    """The token cache and its token_sets row follow data_dir; SAEGAP_DATA (another store) gets nothing."""
+    elsewhere, data_dir = tmp_path / "elsewhere", tmp_path / "mine"
+    monkeypatch.setenv("SAEGAP_DATA", str(elsewhere))
+    for name in ("SAEGAP_TOKEN_CACHE", "SAEGAP_BROKER_URL", "SAEGAP_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    text = tmp_path / "text.jsonl"
+    text.write_text("".join(json.dumps({"text": f"t{1 + i % 63}"}) + "\n" for i in range(100)))
+    sae = fresh_sae(assets) if in_memory else assets[HOOK]
+    results = saegap.evaluate(
+        assets["model"], [sae], tokens=str(text), data_dir=data_dir, device="cpu", n_sequences=2,
+        interventions=["sae", "eps_random"],
+    )  # fmt: skip
+    cached = sorted(path.name for path in (data_dir / "token_sets").iterdir())
+    assert len(cached) == 2 and {Path(name).suffix for name in cached} == {".npy", ".json"}
+    with Store.open(StoreConfig(data_dir=data_dir)) as store, Session(store.engine) as session:
+        (row,) = session.scalars(select(TokenSetEntry)).all()
+    assert row.source == str(text) and f"{row.name}.npy" in cached and row.meta["shape"] == [2, 24]
+    assert results.warnings == []  # text read by the model's own tokenizer
+    assert not elsewhere.exists(), sorted(str(p) for p in elsewhere.rglob("*"))

@@ -43,13 +43,14 @@ def jobs_api() -> Any:
 
 @st.cache_data(ttl=5, show_spinner=False)
 def job_table(limit: int = 100) -> pd.DataFrame:
-    """One row per job (newest first): id, status, model, SAEs, scope, shards, tokens done, times, error."""
+    """One row per job (newest first): id, status, model, SAEs, scope, shards, tokens done, times, error, warnings."""
     rows = [_job_row(info) for info in jobs_api().list_jobs(limit=limit)]
     return pd.DataFrame(rows, columns=JOB_COLUMNS)
 
 
 JOB_COLUMNS = (
-    "job", "status", "model", "saes", "scope", "shards", "tokens_done", "created", "started", "finished", "error"
+    "job", "status", "model", "saes", "scope", "shards", "tokens_done", "created", "started", "finished", "error",
+    "warnings",
 )  # fmt: skip
 
 
@@ -58,7 +59,7 @@ def _job_row(info: Any) -> dict[str, Any]:
         "job": info.id, "status": info.status, "model": info.spec.model, "saes": ", ".join(info.spec.saes),
         "scope": info.spec.scope.kind, "shards": f"{info.shards_done}/{info.shards_total}",
         "tokens_done": info.tokens_done, "created": info.created_at, "started": info.started_at,
-        "finished": info.finished_at, "error": info.error,
+        "finished": info.finished_at, "error": info.error, "warnings": "\n".join(info.warnings) or None,
     }  # fmt: skip
 
 
@@ -90,7 +91,14 @@ def pick_job(key: str, scope: str | None = None) -> int | None:
     index = ids.index(int(linked)) if linked and linked.isdigit() and int(linked) in ids else 0
     job = st.sidebar.selectbox("Job", ids, index=index, key=key, format_func=lambda j: job_label(j, jobs))
     st.query_params["job"] = str(job)
+    show_warnings(jobs[jobs.job == job].iloc[0])
     return job
+
+
+def show_warnings(row: Any) -> None:
+    """A job's stored warnings (e.g. a bare .npy whose tokenizer nothing checked), one box each."""
+    for text in row.warnings.splitlines() if isinstance(row.warnings, str) else []:  # None: no warning
+        st.warning(f"job {row.job}: {text}")
 
 
 def run_label(row: Any) -> str:

@@ -17,6 +17,7 @@ from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from schema.config import StoreConfig
 from schema.jobs import RunInfo
 from schema.spec import JobSpec
 from worker.engine import EngineSettings, RunRecords, Target, TokensDone, evaluate_batch
@@ -37,7 +38,7 @@ from worker.loading import (
     resolve_saes,
     special_token_ids,
 )
-from worker.token_sources import is_array_name, job_token_set
+from worker.token_sources import TokenCache, is_array_name, job_token_set
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,12 @@ class PreparedJob:
     warnings: tuple[str, ...] = ()  # e.g. a bare .npy's unknown tokenizer (worker/token_sources.py)
 
 
-def prepare_job(spec: JobSpec) -> PreparedJob:
+def prepare_job(spec: JobSpec, store: StoreConfig | None = None) -> PreparedJob:
     """Check the tokens, resolve and load the model and SAEs, check every pairing, fit the baselines.
 
     The cheap checks (token file, n_sequences, target position) run before anything is
     loaded. Raises BadInput naming the first problem; nothing has been written at that point.
+    A tokenized set is cached in `store`'s data dir (None: the store SAEGAP_DATA describes).
     """
     if spec.tokens is not None and is_array_name(spec.tokens):
         job_tokens(spec, load_token_set(spec.tokens))  # a token file's checks, before anything loads
@@ -77,8 +79,8 @@ def prepare_job(spec: JobSpec) -> PreparedJob:
         if hook.point == "attn_z":
             sae.turn_off_forward_pass_hook_z_reshaping()  # the engine flattens heads itself
     token_set = job_token_set(
-        spec.tokens, saes, model, spec.model, text_column=spec.text_column, context_size=spec.context_size,
-        limit=spec.n_sequences,
+        spec.tokens, saes, model, spec.model, TokenCache.of(store or StoreConfig.from_env()),
+        text_column=spec.text_column, context_size=spec.context_size, limit=spec.n_sequences,
     )  # fmt: skip
     tokens = job_tokens(spec, token_set.tokens, token_set.source)
     _check_tokens_fit(tokens, model)

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from schema.config import StoreConfig
 from schema.errors import JobStateError
 from schema.jobs import JobInfo, Progress, ShardInfo
 from schema.spec import JobSpec
@@ -36,15 +37,18 @@ ShardCallback = Callable[[Progress], None]
 HEARTBEAT_S = 30.0  # how often a working process stamps its job (worker/api.py STALE_AFTER_S reads it)
 PROGRESS_EVERY_S = 1.0  # at most this often a running shard writes its tokens done (one short UPDATE)
 
-_PREPARED: dict[str, PreparedJob] = {}  # spec JSON -> this process's one prepared job
+_PREPARED: dict[tuple[str, str], PreparedJob] = {}  # (spec JSON, store) -> this process's one prepared job
 
 
-def prepared(spec: JobSpec) -> PreparedJob:
-    """prepare_job once per process and spec (a worker keeps one model; a new spec replaces it)."""
-    key = spec.model_dump_json()
+def prepared(spec: JobSpec, store: StoreConfig | None = None) -> PreparedJob:
+    """prepare_job once per process, spec and store (a worker keeps one model; a new spec replaces it).
+
+    `store` is where a tokenized set is cached and catalogued; None: the store SAEGAP_DATA describes."""
+    config = store or StoreConfig.from_env()
+    key = (spec.model_dump_json(), config.model_dump_json())
     if key not in _PREPARED:
         _PREPARED.clear()
-        _PREPARED[key] = prepare_job(spec)
+        _PREPARED[key] = prepare_job(spec, config)
     return _PREPARED[key]
 
 
@@ -108,10 +112,12 @@ def plan_job(job_id: int, store: Store, worker: str | None = None) -> list[Shard
     store.set_job_status(job_id, "planning")
     try:
         with heartbeat(store, job_id, worker or worker_name()):
-            ready = prepared(job.spec)
+            ready = prepared(job.spec, store.config)
     except BadInput as error:
         fail_job(job_id, None, error, store)
         return []
+    if ready.warnings:  # shown beside the results by status, the report and the UI
+        store.set_job_warnings(job_id, list(ready.warnings))
     if not store.job_run_ids(job_id):  # a redelivered plan keeps the runs it stored
         store.add_runs(job_id, ready.runs)
     if not store.list_shards(job_id):
@@ -136,7 +142,9 @@ def run_shard(job_id: int, shard_id: int, store: Store, worker: str) -> bool:
         return False
     try:
         with heartbeat(store, job_id, worker):
-            records = evaluate_shard(prepared(job.spec), shard.seq_start, shard.seq_end, ShardTokens(store, shard_id))
+            records = evaluate_shard(
+                prepared(job.spec, store.config), shard.seq_start, shard.seq_end, ShardTokens(store, shard_id)
+            )
     except BadInput as error:
         fail_job(job_id, shard_id, error, store)
         return False

@@ -8,16 +8,18 @@ merges and special tokens), the context size and the BOS rule. Sources, in the o
   bundled token set `demo`. A Hub dataset streams; offline it fails at once, saying how to pass a
   local one.
 - a bundled name (models/registry.json): its tokenizer is the bundled model's.
-- a `.npy` of token ids: it carries no tokenizer, so the job runs with a warning (PreparedJob.warnings).
+- a `.npy` of token ids: it carries no tokenizer, so the job runs with a warning (PreparedJob.warnings,
+  stored on the job: `saegap status`, the report and the UI show it).
 - a `.txt` (one document), `.jsonl` or `.parquet` file, or a `datasets.save_to_disk` directory: the
   text column (JobSpec.text_column, default `text`) is tokenized with the model's tokenizer; a
   `tokens` / `input_ids` column is taken as pre-tokenized rows (no tokenizer known: a warning).
 
 Text is tokenized with SAELens's own `concat_and_batch_sequences` (BOS at the start of every row
 when the SAE prepends it, the SAE's separator between documents), so the rows are those the SAE
-was trained on; nothing depends on the process or host. Tokenized sets are cached under the
-store's data directory (token_cache_dir) keyed by source, tokenizer and rule, and recorded in the
-`token_sets` table, so every worker on every host reads the identical array.
+was trained on; nothing depends on the process or host. Tokenized sets are cached under the data
+directory of the job's store (TokenCache.of: passed down, never read from SAEGAP_DATA behind the
+caller's back) keyed by source, tokenizer and rule, and recorded in that store's `token_sets` table,
+so every worker on every host reads the identical array.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from sae_lens import SAE
 from sae_lens.tokenization_and_batching import concat_and_batch_sequences
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from schema.config import StoreConfig
 from worker.errors import BadInput, one_line
 from worker.registry import models_dir, open_token_set, registry
 
@@ -168,12 +171,13 @@ def open_array(name: str) -> TokenSet:
 
 
 def resolve_text(
-    source: str, tokenizer: PreTrainedTokenizerBase, label: str, rule: TokenRule, column: str, limit: int | None
-) -> TokenSet:
-    """Tokenize (or read pre-tokenized rows of) a local file, a dataset dir or a Hub dataset, through the cache."""
+    source: str, tokenizer: PreTrainedTokenizerBase, label: str, rule: TokenRule, column: str, limit: int | None,
+    cache: TokenCache,
+) -> TokenSet:  # fmt: skip
+    """Tokenize (or read pre-tokenized rows of) a local file, a dataset dir or a Hub dataset, through `cache`."""
     fingerprint = tokenizer_fingerprint(tokenizer)
     key = cache_key(source_fingerprint(source, limit), fingerprint, rule, column, limit)
-    cached = read_cached(key)
+    cached = cache.read(key)
     if cached is not None:
         tokens, meta = cached
         known = meta["tokenizer"]
@@ -184,7 +188,7 @@ def resolve_text(
         raise BadInput(f"token source {source!r} gives no full row of {rule.context_size} tokens (is it empty?)")
     warning = f"token set {source!r} is pre-tokenized: nothing says which tokenizer made it" if pretokenized else None
     known = None if pretokenized else fingerprint
-    write_cached(key, tokens, {"source": source, "tokenizer": known, "rule": rule.__dict__, "warning": warning})
+    cache.write(key, tokens, {"source": source, "tokenizer": known, "rule": rule.__dict__, "warning": warning})
     return TokenSet(tokens, source, known, label if known else "unknown", rule, warning)
 
 
@@ -334,13 +338,46 @@ def _stack(rows: Iterator[torch.Tensor], context_size: int) -> Int[np.ndarray, "
 # -- the cache ----------------------------------------------------------------------------------
 
 
-def token_cache_dir() -> Path:
-    """Where tokenized sets live: $SAEGAP_TOKEN_CACHE, else token_sets/ in the store's data directory
-    (every worker of a deployment shares that directory, so all read the identical array)."""
-    from schema.config import StoreConfig
+@dataclass(frozen=True)
+class TokenCache:
+    """Where one store's tokenized sets live, and the store whose token_sets table catalogues them."""
 
-    override = os.environ.get("SAEGAP_TOKEN_CACHE")
-    return Path(override) if override else StoreConfig.from_env().data_dir / "token_sets"
+    root: Path
+    store: StoreConfig
+
+    @classmethod
+    def of(cls, store: StoreConfig) -> TokenCache:
+        """$SAEGAP_TOKEN_CACHE, else token_sets/ in the store's data directory (every worker of a deployment
+        shares that directory, so all read the identical array)."""
+        override = os.environ.get("SAEGAP_TOKEN_CACHE")
+        return cls(Path(override) if override else store.data_dir / "token_sets", store)
+
+    def read(self, key: str) -> tuple[Int[np.ndarray, "seq pos"], dict[str, Any]] | None:
+        described = self.root / f"{key}.json"
+        if not described.exists():
+            return None
+        return np.load(self.root / f"{key}.npy", allow_pickle=False), json.loads(described.read_text())
+
+    def write(self, key: str, tokens: Int[np.ndarray, "seq pos"], meta: dict[str, Any]) -> None:
+        """The array, then its description (a reader trusts only a complete pair), then the token_sets row."""
+        root = self.root
+        root.mkdir(parents=True, exist_ok=True)
+        partial = root / f"{key}.{os.getpid()}.tmp.npy"
+        np.save(partial, tokens)
+        partial.replace(root / f"{key}.npy")
+        meta = meta | {"shape": list(tokens.shape), "file": f"{key}.npy"}
+        (root / f"{key}.json.tmp{os.getpid()}").write_text(json.dumps(meta, sort_keys=True))
+        (root / f"{key}.json.tmp{os.getpid()}").replace(root / f"{key}.json")
+        self._record(key, meta)
+
+    def _record(self, key: str, meta: dict[str, Any]) -> None:
+        """A row in the store's token_sets table (skipped, with a log line, when that store is not set up)."""
+        from schema.tables import record_token_set
+
+        try:
+            record_token_set(self.store, key, meta["source"], meta)
+        except Exception:  # the array is cached either way; the table is the catalogue of it
+            log.warning("token set %s cached but not recorded in token_sets", key, exc_info=True)
 
 
 def source_fingerprint(source: str, limit: int | None) -> str:
@@ -362,37 +399,6 @@ def cache_key(source: str, tokenizer: str, rule: TokenRule, column: str, limit: 
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def read_cached(key: str) -> tuple[Int[np.ndarray, "seq pos"], dict[str, Any]] | None:
-    root = token_cache_dir()
-    if not (root / f"{key}.json").exists():
-        return None
-    return np.load(root / f"{key}.npy", allow_pickle=False), json.loads((root / f"{key}.json").read_text())
-
-
-def write_cached(key: str, tokens: Int[np.ndarray, "seq pos"], meta: dict[str, Any]) -> None:
-    """The array, then its description (a reader trusts only a complete pair), then the token_sets row."""
-    root = token_cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    partial = root / f"{key}.{os.getpid()}.tmp.npy"
-    np.save(partial, tokens)
-    partial.replace(root / f"{key}.npy")
-    meta = meta | {"shape": list(tokens.shape), "file": f"{key}.npy"}
-    (root / f"{key}.json.tmp{os.getpid()}").write_text(json.dumps(meta, sort_keys=True))
-    (root / f"{key}.json.tmp{os.getpid()}").replace(root / f"{key}.json")
-    _record(key, meta)
-
-
-def _record(key: str, meta: dict[str, Any]) -> None:
-    """A row in the store's token_sets table (skipped, with a log line, when no store is set up here)."""
-    from schema.config import StoreConfig
-    from schema.tables import record_token_set
-
-    try:
-        record_token_set(StoreConfig.from_env(), key, meta["source"], meta)
-    except Exception:  # the array is cached either way; the table is the catalogue of it
-        log.warning("token set %s cached but not recorded in token_sets", key, exc_info=True)
-
-
 # -- a job's token set --------------------------------------------------------------------------
 
 
@@ -410,18 +416,27 @@ def is_array_name(name: str) -> bool:
 
 
 def job_token_set(
-    spec_tokens: str | None, saes: list[SAE[Any]], model: Any, model_name: str, *, text_column: str = "text",
-    context_size: int | None = None, limit: int | None = None,
+    spec_tokens: str | None, saes: list[SAE[Any]], model: Any, model_name: str, cache: TokenCache, *,
+    text_column: str = "text", context_size: int | None = None, limit: int | None = None,
 ) -> TokenSet:  # fmt: skip
     """The job's token set, checked against the model's tokenizer (the guard); BadInput names any problem."""
     name = source_name(spec_tokens, saes)
     if is_array_name(name):
-        token_set = open_array(name)
+        token_set = _array_set(name, context_size)
     else:
         rule = sae_rule(saes, context_size, model.cfg.n_ctx)
         label = f"model {model_name!r}"
-        token_set = resolve_text(name, model.tokenizer, label, rule, text_column, limit)
+        token_set = resolve_text(name, model.tokenizer, label, rule, text_column, limit, cache)
     check_tokenizer(token_set, model.tokenizer, model_name)
     if token_set.warning:
         log.warning("%s", token_set.warning)
+    return token_set
+
+
+def _array_set(name: str, context_size: int | None) -> TokenSet:
+    """A bundled set or .npy; a context_size other than its row length is refused (its rows are cut already)."""
+    token_set = open_array(name)
+    width = token_set.tokens.shape[1]
+    if context_size is not None and context_size != width:
+        raise BadInput(f"context_size {context_size} applies to text; token set {name!r} has rows of {width} tokens")
     return token_set

@@ -13,11 +13,13 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from schema.config import StoreConfig
 from schema.spec import JobSpec
 from worker.errors import BadInput
 from worker.prepare import prepare_job
 from worker.registry import models_dir
 from worker.token_sources import (
+    TokenCache,
     TokenRule,
     bundled_tokenizer_fingerprint,
     check_tokenizer,
@@ -47,6 +49,11 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SAEGAP_TOKEN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("SAEGAP_DATA", str(tmp_path / "data"))
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def cache(_cache: Path, tmp_path: Path) -> TokenCache:
+    return TokenCache.of(StoreConfig(data_dir=tmp_path / "data"))
 
 
 def test_text_to_rows_bos_first_and_cut_at_the_context() -> None:
@@ -112,7 +119,9 @@ def _write(path: Path, records: list[dict]) -> str:
     return str(path)
 
 
-def test_files_and_dataset_dirs_give_the_same_rows_and_are_cached(tmp_path: Path, _cache: Path) -> None:
+def test_files_and_dataset_dirs_give_the_same_rows_and_are_cached(
+    tmp_path: Path, _cache: Path, cache: TokenCache
+) -> None:
     import datasets
 
     tokenizer, rule = word_tokenizer(WORDS), TokenRule(context_size=4)
@@ -123,17 +132,17 @@ def test_files_and_dataset_dirs_give_the_same_rows_and_are_cached(tmp_path: Path
     expected = tokenize_rows([TEXT], tokenizer, rule)
     for source, column in [(str(tmp_path / "a.txt"), "text"), (jsonl, "body"),
                            (str(tmp_path / "a.parquet"), "body"), (str(tmp_path / "dir"), "body")]:  # fmt: skip
-        got = resolve_text(source, tokenizer, "m", rule, column, None)
+        got = resolve_text(source, tokenizer, "m", rule, column, None, cache)
         assert got.tokens.tolist() == expected.tolist(), source
         assert got.tokenizer == tokenizer_fingerprint(tokenizer)
     assert len(list(_cache.glob("*.npy"))) == 4 and len(list(_cache.glob("*.json"))) == 4
-    again = resolve_text(jsonl, tokenizer, "m", rule, "body", None)  # read back from the cache
+    again = resolve_text(jsonl, tokenizer, "m", rule, "body", None, cache)  # read back from the cache
     assert again.tokens.tolist() == expected.tolist()
 
 
-def test_pre_tokenized_rows_are_cut_to_the_context(tmp_path: Path) -> None:
+def test_pre_tokenized_rows_are_cut_to_the_context(tmp_path: Path, cache: TokenCache) -> None:
     source = _write(tmp_path / "p.jsonl", [{"input_ids": [0, 5, 6, 7, 8]}, {"input_ids": [0, 9, 10, 11]}])
-    got = resolve_text(source, word_tokenizer(WORDS), "m", TokenRule(context_size=4), "text", None)
+    got = resolve_text(source, word_tokenizer(WORDS), "m", TokenRule(context_size=4), "text", None, cache)
     assert got.tokens.tolist() == [[0, 5, 6, 7], [0, 9, 10, 11]]
     assert got.tokenizer is None and "pre-tokenized" in got.warning
 
@@ -146,17 +155,20 @@ def test_pre_tokenized_rows_are_cut_to_the_context(tmp_path: Path) -> None:
         ([{"text": "w1"}], "gives no full row"),
     ],
 )
-def test_bad_datasets_are_refused(tmp_path: Path, records: list[dict], message: str) -> None:
+def test_bad_datasets_are_refused(tmp_path: Path, cache: TokenCache, records: list[dict], message: str) -> None:
     source = _write(tmp_path / "d.jsonl", records)
     with pytest.raises(BadInput, match=message):
-        resolve_text(source, word_tokenizer(WORDS), "m", TokenRule(context_size=8), "text", None)
+        resolve_text(source, word_tokenizer(WORDS), "m", TokenRule(context_size=8), "text", None, cache)
 
 
-def test_a_hub_dataset_offline_fails_at_once_saying_how_to_pass_a_local_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_hub_dataset_offline_fails_at_once_saying_how_to_pass_a_local_one(
+    monkeypatch: pytest.MonkeyPatch, cache: TokenCache
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    tokenizer, rule = word_tokenizer(WORDS), TokenRule(context_size=8)
     with pytest.raises(BadInput, match=r"offline.*pass a local dataset with --tokens"):
-        resolve_text("no-such-org/no-such-dataset", word_tokenizer(WORDS), "m", TokenRule(context_size=8), "text", 4)
+        resolve_text("no-such-org/no-such-dataset", tokenizer, "m", rule, "text", 4, cache)
 
 
 # -- through a job (the tiny model of tests/worker/conftest.py: 64 ids, context 24) ----------------

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from schema.spec import INTERVENTION_NAMES, AllTokenScope, JobSpec, SingleTokenScope
 from ui.background import running_threads, submit_job
-from ui.data import job_table, jobs_api
+from ui.data import job_table, jobs_api, show_warnings
 from ui.deployment import allowed_token_set, read_only
 from worker.api import UNFINISHED_STATUSES, Progress
 
@@ -141,6 +141,8 @@ def _job_list() -> None:
     st.caption(f"{active} job(s) unfinished, {running_threads()} running in this server's background threads"
                + (f"; refreshing every {REFRESH_S} s." if active else "."))  # fmt: skip
     _errors(jobs)
+    for row in jobs[jobs.warnings.notna()].head(ERRORS_SHOWN).itertuples():
+        show_warnings(row)
     _links(jobs)
     _cancel(jobs)
 

@@ -20,6 +20,8 @@ from schema.spec import MEAN_ABLATION_MEANS, JobSpec
 _FIELD_FLAGS = (
     "model",
     "tokens",
+    "text_column",
+    "context_size",
     "n_sequences",
     "samples",
     "seed",
@@ -46,7 +48,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--mean-ablation-mean", choices=MEAN_ABLATION_MEANS, help="mean_ablation's mean (docs/engine.md)"
     )
     parser.add_argument("--interventions", help="comma-separated intervention names (must include sae)")
-    parser.add_argument("--tokens", help="token set name or .npy path")
+    parser.add_argument("--tokens", help=_described("tokens"))
+    parser.add_argument("--text-column", help=_described("text_column"))
+    parser.add_argument("--context-size", type=int, help=_described("context_size"))
     parser.add_argument("--n-sequences", type=int, help="first N sequences of the token set")
     parser.add_argument("--sequences-per-shard", type=int, help="sequences per shard (unit of work)")
     parser.add_argument("--seed", type=int, help="seed of every random draw")
@@ -55,6 +59,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", help="auto, cpu, cuda or mps")
     parser.add_argument("--yes", action="store_true", help="start a job even if it is larger than SAEGAP_MAX_ROWS")
+
+
+def _described(field: str) -> str | None:
+    """A flag's help: its JobSpec field's description, the one place it is written."""
+    return JobSpec.model_fields[field].description
 
 
 def size_refusal(spec: JobSpec, args: argparse.Namespace) -> str | None:

@@ -49,6 +49,7 @@ def describe(job: JobInfo, progress: Progress) -> str:
         lines.append(f"ETA {progress.eta_seconds:.0f}s")
     if job.error:
         lines.append(f"error: {job.error}")
+    lines += [f"warning: {warning}" for warning in job.warnings]  # e.g. a bare .npy: no tokenizer checked
     return "\n".join(lines)
 
 
