@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui.background import warm_store
 from ui.deployment import read_only
 
 # (file, title, icon) in the seed's order (docs/method.md §1.5); the Jobs page comes first.
@@ -31,6 +32,7 @@ ABOUT = (
 st.set_option("client.toolbarMode", "viewer")  # no Deploy button or developer menu, wherever it is started
 st.set_page_config(page_title="saegap", page_icon=":material/troubleshoot:", layout="wide",
                    menu_items={"About": ABOUT, "Get help": None, "Report a bug": None})  # fmt: skip
+warm_store()  # once per server and store: imports, the store, a read process, the Layer summary's answers
 navigation = st.navigation([st.Page(path, title=title, icon=icon) for path, title, icon in PAGES])
 if read_only():  # saegap ui --read-only: no job submission or cancel (ui/deployment.py)
     st.sidebar.caption("Read-only deployment: jobs are listed, not submitted or cancelled here.")

@@ -10,6 +10,7 @@ it left unfinished shows as queued/running and can be cancelled.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from schema.spec import JobSpec
@@ -47,3 +48,45 @@ def _warm(job_id: int, run_id: int) -> None:
         jobs_api().next_token_distributions(job_id, run_id, 0, 1, top_k=1)
     except Exception as error:  # e.g. the model is not available here; the page reports it on Compute
         log.info("warm-up of job %d run %d did not load a model: %s", job_id, run_id, error)
+
+
+_WARMED_STORES: set[tuple[str | None, str | None]] = set()  # (SAEGAP_DATA, SAEGAP_DATABASE_URL) warmed here
+
+
+def warm_store() -> None:
+    """Once per server and store, in a daemon thread: what a page's first visit would otherwise wait for.
+
+    The job API's import and the store's opening (every page), the chart and analysis modules' imports,
+    a read process's start, and the Layer summary's default answers for the newest finished all-token job
+    (the verdict's bootstrap above all), kept as finished jobs' answers are (ui/data.py answer). A page
+    that asks for an answer the thread is still computing waits for it rather than computing it twice.
+    """
+    key = (os.environ.get("SAEGAP_DATA"), os.environ.get("SAEGAP_DATABASE_URL"))
+    if key in _WARMED_STORES:
+        return
+    _WARMED_STORES.add(key)
+    threading.Thread(target=_warm_store, name="saegap-warm-store", daemon=True).start()
+
+
+def _warm_store() -> None:
+    try:
+        _warm_answers()
+    except Exception as error:  # e.g. a store that cannot be opened: the pages report it themselves
+        log.info("warming the store did not finish: %s", error)
+
+
+def _warm_answers() -> None:
+    import altair  # noqa: F401  (imported here so the first chart page finds it loaded)
+
+    import analysis.colours  # noqa: F401
+    from ui.data import SEED_INTERVENTIONS, answer, job_choices, job_table
+
+    jobs = job_table()  # imports the job API and opens the store
+    all_token = job_choices(jobs[jobs.status == "done"], "all_tokens")
+    if not all_token:
+        return
+    job = all_token[0]  # what the Layer summary opens on
+    answer("runs", job=job)  # starts a read process
+    for name, params in (("verdict", {}), ("layer_summary", {"interventions": SEED_INTERVENTIONS}),
+                         ("compare_saes", {})):  # fmt: skip
+        answer(name, job=job, **params)

@@ -9,12 +9,11 @@ query that filter feeds.
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any
 
 import pandas as pd
 import streamlit as st
-
-from analysis.registry import get_module
 
 CACHE_TTL_S = 15
 # Token positions per run the cross-layer heatmap reads (a hash sample of the same positions in
@@ -27,9 +26,47 @@ SEED_INTERVENTIONS = ["sae", "eps_random", "eps_cov_random", "eps_real_diff"]
 _VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
 
 
-@st.cache_data(ttl=CACHE_TTL_S, show_spinner="querying the store ...")
+KEPT_ANSWERS = 64  # answers about finished jobs this server keeps (the least recently used go first)
+
+
 def answer(name: str, **params: Any) -> pd.DataFrame:
-    """Module `name` of analysis.registry answered for `params` (its Params fields), as a DataFrame."""
+    """Module `name` of analysis.registry answered for `params` (its Params fields), as a DataFrame.
+
+    A finished job's records no longer change, so its answers are kept, keyed by when it finished
+    (a resumed job finishes anew); answers about a running job, or about no one job, expire after
+    CACHE_TTL_S because its shards keep adding rows.
+    """
+    finished = finished_state(params.get("job"))
+    if finished is None:
+        return _fresh_answer(name, **params)
+    return _kept_answer(name, finished, **params)
+
+
+def finished_state(job_id: Any) -> str | None:
+    """'<status> <finished_at>' of a finished job (what its records depend on); None for anything else."""
+    if not isinstance(job_id, Integral) or isinstance(job_id, bool):
+        return None
+    jobs = job_table()
+    row = jobs[jobs.job == int(job_id)]
+    if row.empty or row.status.iloc[0] not in ("done", "failed", "cancelled") or pd.isna(row.finished.iloc[0]):
+        return None
+    return f"{row.status.iloc[0]} {row.finished.iloc[0]}"
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner="querying the store ...")
+def _fresh_answer(name: str, **params: Any) -> pd.DataFrame:
+    return _computed(name, params)
+
+
+@st.cache_data(max_entries=KEPT_ANSWERS, show_spinner="querying the store ...")
+def _kept_answer(name: str, finished: str, **params: Any) -> pd.DataFrame:
+    """`finished` (finished_state) is part of the key only."""
+    return _computed(name, params)
+
+
+def _computed(name: str, params: dict[str, Any]) -> pd.DataFrame:
+    from analysis.registry import get_module  # on first use (ui/background.py warm_store imports it early)
+
     module = get_module(name)
     return module(module.params(**params)).to_pandas()
 
