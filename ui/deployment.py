@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ui.data import jobs_api
-
 READ_ONLY_ENV = "SAEGAP_UI_READ_ONLY"
 TOKEN_DIRS_ENV = "SAEGAP_UI_TOKEN_DIRS"
 
@@ -26,6 +24,8 @@ def read_only() -> bool:
 
 def token_dirs() -> list[Path]:
     """Directories whose files the Jobs form accepts as token sets: the data dir, then SAEGAP_UI_TOKEN_DIRS."""
+    from ui.data import jobs_api  # not at import: the CLI reads READ_ONLY_ENV without loading streamlit
+
     extra = [Path(part).expanduser() for part in os.environ.get(TOKEN_DIRS_ENV, "").split(os.pathsep) if part.strip()]
     return [path.resolve() for path in (jobs_api().data_dir(), *extra)]
 
@@ -33,6 +33,8 @@ def token_dirs() -> list[Path]:
 def allowed_token_set(name: str | None) -> tuple[str | None, str | None]:
     """(what the job should name, None) for a bundled token set or a file under token_dirs();
     (name, the reason) for anything else."""
+    from ui.data import jobs_api
+
     bundled = jobs_api().bundled_token_sets()
     if name is None or name in bundled:  # None: the SAE's own dataset (worker/token_sources.py)
         return name, None
