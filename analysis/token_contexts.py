@@ -36,7 +36,10 @@ hits AS (
   ORDER BY g.kl_gap DESC NULLS LAST, g.run_id, g.sequence, g.position
   LIMIT $limit
 ),
-windows AS (
+{{windows}}"""
+
+# The hits' context windows and their answer rows (after a CTE `hits`).
+_WINDOWS = """windows AS (
   SELECT h.run_id, h.sequence, h.position,
          string_agg(CASE WHEN t.position = h.position THEN '[[' || t.token_text || ']]' ELSE t.token_text END, ''
                     ORDER BY t.position) AS context
@@ -49,7 +52,31 @@ SELECT h.job_id, h.run_id, h.sae, h.layer, h.sequence, h.position, h.token_text,
 FROM hits h JOIN windows w USING (run_id, sequence, position)
 ORDER BY h.kl_gap DESC NULLS LAST, h.run_id, h.sequence, h.position
 """
+SQL = SQL.format(windows=_WINDOWS)
+
+# The same answer when at least $limit tokens have a gap (NULLS LAST puts them all first): the
+# ranking reads the two KL columns of the gap, not all of them (token_gaps keeps a token with
+# any KL, so its filter reads every intervention's column of all 24 M tokens at seed scale), and
+# the hits' other columns are fetched for their $limit rows only.
+GAPPED_SQL = f"""
+WITH {SELECTED_RUNS},
+ranked AS (
+  SELECT t.run_id, t.sequence, t.position, t.kl_sae - t.kl_eps_random AS kl_gap
+  FROM tokens t JOIN selected USING (run_id)
+  WHERE t.intervened AND t.kl_sae IS NOT NULL AND t.kl_eps_random IS NOT NULL
+    AND ($token_id IS NULL OR t.token_id = $token_id)
+  ORDER BY kl_gap DESC, t.run_id, t.sequence, t.position
+  LIMIT $limit
+),
+hits AS (
+  SELECT g.job_id, g.run_id, g.sae, g.layer, g.sequence, g.position, g.token_text, g.kl_gap, {_KLS}
+  FROM token_gaps g JOIN ranked USING (run_id, sequence, position)
+),
+{_WINDOWS}"""
 
 
 def token_contexts(params: Params, store: Any = None) -> pa.Table:
-    return read(SQL, params.bind(), store)
+    table = read(GAPPED_SQL, params.bind(), store)
+    if table.num_rows < params.limit:  # fewer tokens with a gap than asked for: the rest rank after them
+        table = read(SQL, params.bind(), store)
+    return table
