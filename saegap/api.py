@@ -2,10 +2,11 @@
 
 No broker and no server: records go to `data_dir` (a local store: SQLite and Parquet files), or
 to a fresh temporary directory when none is given. The job starts through worker.api.start, the
-function the CLI and the UI call. A job that names only files and Hub names, with a `data_dir`,
-goes to the queue when SAEGAP_BROKER_URL is set (workers must see that directory); a job with an
-in-memory model, SAE or token tensor, or a temporary store, always runs here: objects in this
-process's memory cannot be sent to a Celery queue. Importing this module loads no model library.
+function the CLI and the UI call, always in this process: SAEGAP_BROKER_URL is not used, since a
+queue's workers write to their own SAEGAP_DATA store, not to `data_dir`, and objects in this
+process's memory (a model, an SAE, a token tensor) cannot be sent to them. Every input is loaded
+and checked before the job is stored, so bad input writes nothing. Importing this module loads
+no model library.
 """
 
 from __future__ import annotations
@@ -83,16 +84,12 @@ def evaluate(
     job_fields: any other JobSpec field (scope, interventions, n_sequences, samples, seed, ...).
     Bad input raises one clear error (BadInput, pydantic.ValidationError) and writes nothing.
     """
-    from worker import provided
 
     directory = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="saegap-"))
     store = Store.open(StoreConfig(data_dir=directory))
-    in_memory = provided.is_model(model) or provided.is_token_array(tokens) or any(map(provided.is_sae, _listed(saes)))
     with _inputs(model, saes, tokens, directory / "inputs", job_fields) as spec:
-        here = in_memory or data_dir is None
-        if here:
-            _prepare_first(spec, store)
-        job = _start(spec, store, here)
+        _prepare_first(spec, store)
+        job = _start(spec, store)
     if job.status != "done":
         raise JobFailed(f"job {job.id} {job.status}: {job.error or 'no error recorded'}")
     return Results(job.id, directory, store)
@@ -152,12 +149,14 @@ def _prepare_first(spec: JobSpec, store: Store) -> None:
     prepared(spec, store.config)
 
 
-def _start(spec: JobSpec, store: Store, here: bool) -> Any:
-    """worker.api.start, waiting; TransformerLens's loading prints go to stderr as in the CLI."""
+def _start(spec: JobSpec, store: Store) -> Any:
+    """worker.api.start in this process, waiting: the store is `data_dir`'s, which a queue's workers (each with
+    its own SAEGAP_DATA store) never see, so a configured broker is not used. TransformerLens's loading prints
+    go to stderr as in the CLI."""
     import contextlib
     import sys
 
     from worker import api
 
     with contextlib.redirect_stdout(sys.stderr):
-        return api.start(spec, store=store, where="here" if here else "auto").job
+        return api.start(spec, store=store, where="here").job

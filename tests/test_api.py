@@ -126,10 +126,12 @@ def test_the_notebook_example_runs(tmp_path: Path) -> None:
 def test_text_is_cached_in_data_dirs_store_not_saegap_datas(
     assets: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_memory: bool
 ) -> None:
-    """The token cache and its token_sets row follow data_dir; SAEGAP_DATA (another store) gets nothing."""
+    """The token cache and its token_sets row follow data_dir; SAEGAP_DATA (another store) gets nothing, and a
+    configured broker (here one that cannot be reached) is not used: the job runs in this process."""
     elsewhere, data_dir = tmp_path / "elsewhere", tmp_path / "mine"
     monkeypatch.setenv("SAEGAP_DATA", str(elsewhere))
-    for name in ("SAEGAP_TOKEN_CACHE", "SAEGAP_BROKER_URL", "SAEGAP_DATABASE_URL"):
+    monkeypatch.setenv("SAEGAP_BROKER_URL", "redis://127.0.0.1:9/0")
+    for name in ("SAEGAP_TOKEN_CACHE", "SAEGAP_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     text = tmp_path / "text.jsonl"
     text.write_text("".join(json.dumps({"text": f"t{1 + i % 63}"}) + "\n" for i in range(100)))
