@@ -26,7 +26,7 @@ from worker.error_parts import fit_error_maps
 from worker.interventions import INTERVENTIONS
 from worker.joint import evaluate_joint
 from worker.loading import as_tensor
-from worker.prepare import prepare_job, shard_ranges
+from worker.prepare import fit_activations, prepare_job, shard_ranges
 
 
 def _timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -46,7 +46,8 @@ def main() -> None:
     prepare_s, job = _timed(lambda: prepare_job(spec))
     special = job.settings.special_token_ids
     saes, hooks = [t.sae for t in job.targets], [t.hook for t in job.targets]
-    fit_s, _ = _timed(lambda: fit_error_maps(job.model, saes, hooks, job.tokens[: spec.fit_sequences], special))
+    fit_acts = fit_activations(job.model, hooks, job.tokens[: spec.fit_sequences], special)
+    fit_s, _ = _timed(lambda: fit_error_maps(saes, hooks, fit_acts))
     print(
         f"prepare_job {prepare_s:.2f}s, of which the error fit ~{fit_s:.2f}s; R² per run:",
         [None if r.error_linear_r2 is None else round(r.error_linear_r2, 4) for r in job.runs],

@@ -12,17 +12,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from sae_lens import SAE
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from worker.engine import encode_decode
 from worker.hooks import HookPoint
 from worker.interventions import ErrorMap
-from worker.loading import as_tensor
 
 log = logging.getLogger(__name__)
 
@@ -62,23 +59,13 @@ def sae_error(sae: SAE[Any], x: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
 
 
 def fit_error_maps(
-    model: HookedTransformer,
-    saes: list[SAE[Any]],
-    hooks: list[HookPoint],
-    tokens: Int[np.ndarray, "seq pos"],
-    special: tuple[int, ...],
+    saes: list[SAE[Any]], hooks: list[HookPoint], fit_acts: dict[str, Float[Tensor, "n d"]]
 ) -> list[ErrorMap]:
-    """One ErrorMap per SAE, fitted on the fit sequences' non-special tokens at its hook."""
-    names = {h.name for h in hooks}
-    batch = as_tensor(tokens, model.cfg.device)
-    keep = ~torch.isin(batch, torch.tensor(special or (-1,), device=batch.device))  # (B, P)
+    """One ErrorMap per SAE, fitted on its hook's fit activations (worker.prepare.fit_activations)."""
+    fits = []
     with torch.inference_mode():
-        _, cache = model.run_with_cache(
-            batch, names_filter=lambda n: n in names, stop_at_layer=max(h.layer for h in hooks) + 1
-        )
-        fits = []
         for sae, hook in zip(saes, hooks, strict=True):
-            x = hook.flatten(cache[hook.name])[keep].float()
+            x = fit_acts[hook.name]
             fits.append(fit_error_map(x, sae_error(sae, x)))
             log.info("error fit at %s: R² = %.4f (ridge %.3g)", hook.name, fits[-1].r2, fits[-1].ridge)
     return fits

@@ -24,7 +24,7 @@ from worker.engine import EngineSettings, RunRecords, Target, TokensDone, evalua
 from worker.error_parts import fit_error_maps
 from worker.errors import BadInput
 from worker.hooks import HookPoint
-from worker.interventions import INTERVENTIONS, ActivationStats, ErrorMap, fit_activation_stats
+from worker.interventions import INTERVENTIONS, ErrorMap, fit_activation_stats
 from worker.joint import evaluate_joint
 from worker.loading import (
     SaeRef,
@@ -85,8 +85,9 @@ def prepare_job(spec: JobSpec, store: StoreConfig | None = None) -> PreparedJob:
     tokens = job_tokens(spec, token_set.tokens, token_set.source)
     _check_tokens_fit(tokens, model)
     special = tuple(special_token_ids(model))
-    stats = fit_stats(model, hooks, tokens[: spec.fit_sequences], special)
-    fits = fit_error_maps(model, saes, hooks, tokens[: spec.fit_sequences], special)  # per run: e ~ W x + b
+    fit_acts = fit_activations(model, hooks, tokens[: spec.fit_sequences], special)  # one pass serves both fits
+    stats = {name: fit_activation_stats(acts) for name, acts in fit_acts.items()}
+    fits = fit_error_maps(saes, hooks, fit_acts)  # per run: e ~ W x + b
     targets = [
         Target(i, sae, hook, replace(stats[hook.name], error_map=fit))
         for i, (sae, hook, fit) in enumerate(zip(saes, hooks, fits, strict=True))
@@ -169,12 +170,13 @@ def _check_tokens_fit(tokens: Int[np.ndarray, "seq pos"], model: HookedTransform
         raise BadInput(f"token ids must lie in [0, {model.cfg.d_vocab}) for this model")
 
 
-def fit_stats(
+def fit_activations(
     model: HookedTransformer, hooks: list[HookPoint], tokens: Int[np.ndarray, "seq pos"], special: tuple[int, ...]
-) -> dict[str, ActivationStats]:
-    """Mean, covariance and real-activation pool at each hook, from the fit sequences' non-special tokens.
+) -> dict[str, Float[Tensor, "n d"]]:
+    """Each hook's activations on the fit sequences' non-special tokens, flattened to rows, in float32.
 
-    Refuses (BadInput) a model whose activations or outputs on these sequences are not finite.
+    The baselines' statistics and the error's linear fit both read them. Refuses (BadInput) a
+    model whose activations or outputs on these sequences are not finite.
     """
     names = {h.name for h in hooks}
     batch = as_tensor(tokens, model.cfg.device)
@@ -183,7 +185,7 @@ def fit_stats(
         _check_finite_outputs(model, final, {name: cache[name] for name in names})
     keep = ~torch.isin(batch, torch.tensor(special or (-1,), device=batch.device))  # (B, P)
     by_name = {h.name: h for h in hooks}
-    return {name: fit_activation_stats(by_name[name].flatten(cache[name])[keep].float()) for name in names}
+    return {name: by_name[name].flatten(cache[name])[keep].float() for name in names}  # (n, d) each
 
 
 def _check_finite_outputs(
