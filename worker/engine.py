@@ -153,7 +153,7 @@ def batch_shape(
     model: HookedTransformer, targets: Sequence[Target], batch: int, window: Window, settings: EngineSettings
 ) -> BatchShape:
     cfg = model.cfg
-    variants = sum(_draws(iv, settings) for iv in settings.interventions.values())
+    variants = len(variant_list(settings))
     return BatchShape(
         sequences=batch, length=window.length, run=window.length - window.start, keys=window.length,
         recorded=len(window.recorded), variants=variants, targets=len(targets),
@@ -201,7 +201,7 @@ def clean_pass(
     resid_post = {layer: torch.cat([c[_resid_post(layer)] for c in recorded_posts]) for layer in later[:-1]}
     resid_post |= {later[-1]: final} if later else {}
     resid_norm = {layer: torch.linalg.vector_norm(r.float(), dim=-1) for layer, r in resid_post.items()}
-    return CleanPass(prefix, recorded, _next_tokens(tokens, recorded), final, acts, prefix_kv, resid_post, resid_norm)
+    return CleanPass(prefix, recorded, next_token_ids(tokens, recorded), final, acts, prefix_kv, resid_post, resid_norm)
 
 
 def later_layers(model: HookedTransformer, targets: Sequence[Target]) -> range:
@@ -209,7 +209,8 @@ def later_layers(model: HookedTransformer, targets: Sequence[Target]) -> range:
     return range(min((t.hook.layer for t in targets), default=model.cfg.n_layers), model.cfg.n_layers)
 
 
-def _next_tokens(tokens: Int[Tensor, "batch pos"], recorded: Int[Tensor, " rec"]) -> Int[Tensor, "batch rec"]:
+def next_token_ids(tokens: Int[Tensor, "batch pos"], recorded: Int[Tensor, " rec"]) -> Int[Tensor, "batch rec"]:
+    """The token after each recorded position of the full sequences; -1 where the context ends."""
     next_positions = recorded + 1
     next_tokens = torch.full((tokens.shape[0], len(recorded)), -1, dtype=torch.long, device=tokens.device)
     has_next = next_positions < tokens.shape[1]
@@ -293,9 +294,9 @@ def _prepare(
     b_idx, p_idx = mask.nonzero(as_tuple=True)
     x_hat, latents = encode_decode(target.sae, x[mask])
     splice = Splice(x[mask], x_hat, target.stats, Noise(settings.seed, sequence_ids[b_idx], p_idx))
-    variants = [(name, k) for name, iv in settings.interventions.items() for k in range(_draws(iv, settings))]
+    variants = variant_list(settings)
     kl = torch.empty(len(variants), *clean.next_tokens.shape, device=x.device)
-    metrics = _token_metrics(splice, latents, mask)
+    metrics = token_facts(splice, latents, mask)
     formulas = [settings.interventions[name] for name, _ in variants]
     replacements = None
     if len(variants) * x_hat.numel() * x_hat.element_size() <= settings.memory_budget * REPLACEMENT_SHARE:
@@ -321,7 +322,7 @@ def _records(
         model.tokenizer, sequence_ids, recorded, clean.tokens[:, recorded], clean.next_tokens, clean_loss,
         mask[:, recorded], metrics,
     )  # fmt: skip
-    counted = _counted(mask, window, settings.scope)
+    counted = counted_positions(mask, window, settings.scope)
     interventions_table = intervention_table(
         prepared.variants, sequence_ids, recorded, counted, prepared.kl, prepared.loss, clean_loss
     )
@@ -342,7 +343,7 @@ def _amplification_sums(
     return amplification_table(names, sequence_ids, prepared.layers, n, by_name(r.sum(-1)), by_name(r.square().sum(-1)))
 
 
-def _token_metrics(
+def token_facts(
     splice: Splice, latents: Float[Tensor, "n d_sae"], mask: Bool[Tensor, "batch pos"]
 ) -> dict[str, Float[Tensor, "batch pos"]]:
     """Per-token SAE facts (schema.records.TOKEN_SCHEMA names), scattered back to (B, E)."""
@@ -362,11 +363,16 @@ def _token_metrics(
     return scattered
 
 
-def _draws(intervention: Intervention, settings: EngineSettings) -> int:
-    return settings.samples if intervention.stochastic else 1
+def variant_list(settings: EngineSettings) -> list[tuple[str, int]]:
+    """Every (intervention, sample) the settings ask for: the random ones `samples` times, the others once."""
+    return [
+        (name, k)
+        for name, iv in settings.interventions.items()
+        for k in range(settings.samples if iv.stochastic else 1)
+    ]
 
 
-def _counted(
+def counted_positions(
     mask: Bool[Tensor, "batch pos"], window: Window, scope: AllTokenScope | SingleTokenScope
 ) -> Bool[Tensor, "batch rec"]:
     """Recorded positions whose metrics enter the intervention records."""

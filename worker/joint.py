@@ -25,8 +25,18 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from schema.spec import SingleTokenScope
-from worker.engine import EngineSettings, RunRecords, Target, Window, encode_decode, intervened_mask
+from worker.engine import (
+    EngineSettings,
+    RunRecords,
+    Target,
+    Window,
+    counted_positions,
+    encode_decode,
+    intervened_mask,
+    next_token_ids,
+    token_facts,
+    variant_list,
+)
 from worker.interventions import Noise, Splice
 from worker.to_arrow import intervention_table, token_table
 
@@ -50,8 +60,8 @@ def evaluate_joint(
     window = Window.for_scope(settings.scope, tokens.shape[1])
     prefix, recorded = tokens[:, : window.length], window.recorded.to(tokens.device)
     mask = intervened_mask(prefix, settings.scope, settings.special_token_ids)
-    next_tokens = _next_tokens(prefix, tokens, recorded)
-    variants = [(name, k) for name, iv in settings.interventions.items() for k in range(_draws(iv, settings))]
+    next_tokens = next_token_ids(tokens, recorded)
+    variants = variant_list(settings)
     facts: dict[str, Tensor] = {}
     with torch.inference_mode():
         logp = F.log_softmax(model(prefix)[:, recorded].float(), -1)
@@ -68,7 +78,7 @@ def evaluate_joint(
     metrics = {n: values[:, recorded] for n, values in facts.items()}
     tokens_table = token_table(model.tokenizer, sequence_ids, recorded, prefix[:, recorded], next_tokens, clean_loss,
                                mask[:, recorded], metrics)  # fmt: skip
-    counted = _counted(mask, recorded, settings)
+    counted = counted_positions(mask, window, settings.scope)
     return RunRecords(
         key, tokens_table, intervention_table(variants, sequence_ids, recorded, counted, kl, loss, clean_loss)
     )
@@ -95,48 +105,13 @@ def _site_hook(
         x_hat, latents = encode_decode(target.sae, x)
         splice = Splice(x, x_hat, target.stats, noise)
         if site == 0 and not facts:  # the same in every variant: nothing is patched upstream of site 0
-            facts.update(_token_facts(splice, latents, mask))
+            facts.update(token_facts(splice, latents, mask))
         flat[mask] = formula(splice, sample).to(flat.dtype)
         return flat.reshape(activation.shape)
 
     return hook
 
 
-def _token_facts(
-    splice: Splice, latents: Float[Tensor, "n d_sae"], mask: Bool[Tensor, "batch pos"]
-) -> dict[str, Float[Tensor, "batch pos"]]:
-    """The first site's SAE facts (its input is the clean activation: nothing is patched upstream of it)."""
-    values = {"norm": splice.norm[:, 0], "sae_norm": splice.sae_norm[:, 0], "eps": splice.eps[:, 0],
-              "cos_sim": splice.cos[:, 0], "l0": (latents > 0).sum(-1), "l1": latents.abs().sum(-1)}  # fmt: skip
-    out = {}
-    for name, value in values.items():
-        full = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
-        full[mask] = value.float()
-        out[name] = full
-    return out
-
-
-def _next_tokens(
-    prefix: Int[Tensor, "batch run"], tokens: Int[Tensor, "batch pos"], recorded: Int[Tensor, " rec"]
-) -> Int[Tensor, "batch rec"]:
-    nxt = torch.full((tokens.shape[0], len(recorded)), -1, dtype=torch.long, device=tokens.device)
-    has_next = recorded + 1 < tokens.shape[1]
-    nxt[:, has_next] = tokens[:, recorded[has_next] + 1]
-    return nxt
-
-
 def _loss(logq: Float[Tensor, "batch rec vocab"], next_tokens: Int[Tensor, "batch rec"]) -> Float[Tensor, "batch rec"]:
     picked = -logq.gather(-1, next_tokens.clamp_min(0).unsqueeze(-1)).squeeze(-1)
     return picked.masked_fill(next_tokens < 0, float("nan"))
-
-
-def _counted(
-    mask: Bool[Tensor, "batch pos"], recorded: Int[Tensor, " rec"], settings: EngineSettings
-) -> Bool[Tensor, "batch rec"]:
-    if isinstance(settings.scope, SingleTokenScope):
-        return torch.ones(mask.shape[0], len(recorded), dtype=torch.bool, device=mask.device)
-    return mask[:, recorded]
-
-
-def _draws(intervention: Any, settings: EngineSettings) -> int:
-    return settings.samples if intervention.stochastic else 1
