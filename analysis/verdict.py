@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
-from analysis.base import GAPS, SELECTED_RUNS, Scope, ScopedFilters, empty_like, read
+from analysis.base import SELECTED_RUNS, Scope, ScopedFilters, empty_like, read
 from analysis.bootstrap import percentile_interval
 from analysis.layer_summary import JobBootstrap, job_bootstraps
 from analysis.sigma import Params as SigmaParams
@@ -51,11 +51,14 @@ WITH {SELECTED_RUNS}
 SELECT job_id, run_id, sae, hook_name, hook_point, layer, scope FROM selected
 """
 
-# Share of intervened tokens where the SAE's KL exceeds eps_random's (sample 0), per run.
+# Share of intervened tokens where the SAE's KL exceeds eps_random's (sample 0), per run: from the
+# store's gap_signs rollup (one row per run and shard), exact.
 ABOVE_SQL = f"""
-WITH {SELECTED_RUNS}, {GAPS}
-SELECT run_id, count(*)::BIGINT AS n_tokens, avg((kl_sae > kl_eps_random)::DOUBLE) AS frac_tokens_sae_above_eps_random
-FROM gaps WHERE intervened GROUP BY run_id
+WITH {SELECTED_RUNS}
+SELECT run_id, sum(n)::BIGINT AS n_tokens, sum(n_sae_above) / sum(n) AS frac_tokens_sae_above_eps_random
+FROM gap_signs JOIN selected USING (run_id)
+GROUP BY run_id
+HAVING sum(n) > 0
 """
 
 _F, _S = pa.float64(), pa.string()

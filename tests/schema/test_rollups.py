@@ -1,4 +1,4 @@
-"""The rollups (sequence_sums, kl_bins, token_sums, loss_bins, cos_bins, gap_sums, gap_pair_sums) and tokens'
+"""The rollups (sequence_sums, kl_bins, token_sums, loss_bins, cos_bins, gap_sums, gap_pair_sums, gap_signs) and tokens'
 per-intervention metrics: exact rows from a hand-made shard, replaced on a retried shard, filled once on open for
 a lake from before them."""
 
@@ -82,6 +82,9 @@ EXPECTED_GAP_SUMS = [
 # One run: its pair with itself over both tokens.
 GAP_PAIR_SUMS = "SELECT run_a = run_b, n, sa, sb, saa, sbb, sab FROM gap_pair_sums"
 EXPECTED_GAP_PAIR_SUMS = [(True, 2, 1.375, 1.375, 1.140625, 1.140625, 1.140625)]
+# Both gapped tokens: kl_sae 0.5 > kl_eps_random 0.125 (position 1), 1.0 > 0.0 (position 2).
+GAP_SIGNS = "SELECT n, n_sae_above FROM gap_signs"
+EXPECTED_GAP_SIGNS = [(2, 2)]
 
 # Rollup -> (its rows as read, the tiny shard's expected rows)
 NEW_ROLLUPS = {
@@ -89,6 +92,7 @@ NEW_ROLLUPS = {
     "cos_bins": (COS_BINS, EXPECTED_COS_BINS),
     "gap_sums": (GAP_SUMS, EXPECTED_GAP_SUMS),
     "gap_pair_sums": (GAP_PAIR_SUMS, EXPECTED_GAP_PAIR_SUMS),
+    "gap_signs": (GAP_SIGNS, EXPECTED_GAP_SIGNS),
 }
 
 
@@ -103,7 +107,7 @@ def test_rollups_exact_rows(tmp_store: Store) -> None:
     assert rows(TOKEN_SUMS, tmp_store) == EXPECTED_TOKEN_SUMS
     for table, (sql, expected) in NEW_ROLLUPS.items():
         assert rows(sql, tmp_store) == expected, table
-    for table in ("sequence_sums", "kl_bins", "token_sums", "loss_bins", "cos_bins", "gap_sums"):
+    for table in ("sequence_sums", "kl_bins", "token_sums", "loss_bins", "cos_bins", "gap_sums", "gap_signs"):
         assert rows(f"SELECT DISTINCT run_id, shard_id FROM {table}", tmp_store) == [(run_id, shard_id)]
     assert rows("SELECT DISTINCT run_a, run_b, shard_id FROM gap_pair_sums", tmp_store) == [(run_id, run_id, shard_id)]
 
@@ -143,11 +147,24 @@ def test_retried_shard_replaces_its_rollup_rows_and_token_metrics(tmp_store: Sto
     assert rows(LOSS_BINS, tmp_store) == [("sae", 240, 1, 1.0, 1.0, 1.0)]  # 1.0: bin 240
     assert rows(COS_BINS, tmp_store) == [("sae", 215, 1, 1, 500.0, 250000.0, 0.75, 0.75, 0.75)]
     assert rows(GAP_SUMS, tmp_store) == rows(GAP_PAIR_SUMS, tmp_store) == []  # no eps_random left: no gap
+    assert rows(GAP_SIGNS, tmp_store) == []
     assert rows(f"{TOKEN_METRICS} ORDER BY position", tmp_store) == [  # tokens' metrics replaced too
         (0, None, None, None, None, None),
         (1, 500.0, 1.0, None, None, None),
         (2, None, None, None, None, None),
     ]
+
+
+def test_retried_shard_recounts_gap_signs(tmp_store: Store) -> None:
+    job_id, run_id, shard_id = _tiny_shard(tmp_store)
+    tokens = read.query("SELECT * EXCLUDE (run_id, shard_id) FROM tokens", store=tmp_store)
+    draws = [(1, "sae", 0.5), (1, "eps_random", 2.0), (2, "sae", 1.0), (2, "eps_random", 0.25)]  # SAE above at 2 only
+    retry = pa.Table.from_pylist(
+        [{"sequence": 0, "position": position, "intervention": name, "sample": 0, "kl": kl, "loss": 3.0,
+          "loss_delta": 1.0} for position, name, kl in draws],
+    )  # fmt: skip
+    tmp_store.write_shard(job_id, shard_id, {run_id: (tokens, retry)})
+    assert rows(GAP_SIGNS, tmp_store) == [(2, 1)]
 
 
 def test_rollups_filled_once_on_open_for_an_older_lake(tmp_store: Store) -> None:
