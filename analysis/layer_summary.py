@@ -50,16 +50,15 @@ WHERE {INTERVENTION_FILTER}
 GROUP BY ALL
 """
 
-# The same sums as PER_SEQUENCE_SQL, one row per sequence_sums row (a sequence's rows from more than
-# one shard add up in job_bootstraps), numbers only: k indexes INTERVENTION_NAMES. At seed scale the
-# intervention's name per row (1.9 M Python strings) and the SQL grouping cost most of the module's time.
+# The same sums as PER_SEQUENCE_SQL, one row per sequence_sums row of the runs $runs (a sequence's rows
+# from more than one shard add up in job_bootstraps), numbers only and narrow: k indexes
+# INTERVENTION_NAMES. At seed scale the intervention's name per row (2.6 M Python strings), the SQL
+# grouping and the join to the runs cost most of the module's time.
 SEQUENCE_ROWS_SQL = f"""
-WITH {SELECTED_RUNS}
-SELECT s.run_id, (list_position({INTERVENTION_LIST}, s.intervention) - 1)::SMALLINT AS k, s.sequence,
-       s.kl_sum, s.n::DOUBLE AS kl_count, coalesce(s.loss_delta_sum, 0) AS loss_sum,
-       s.loss_delta_n::DOUBLE AS loss_count
-FROM sequence_sums s SEMI JOIN selected USING (run_id)
-WHERE {INTERVENTION_FILTER}
+SELECT run_id::INTEGER AS run_id, (list_position({INTERVENTION_LIST}, intervention) - 1)::SMALLINT AS k, sequence,
+       kl_sum, n::INTEGER AS kl_count, coalesce(loss_delta_sum, 0) AS loss_sum, loss_delta_n::INTEGER AS loss_count
+FROM sequence_sums
+WHERE list_contains($runs, run_id) AND {INTERVENTION_FILTER}
 """
 JOBS_SQL = f"WITH {SELECTED_RUNS} SELECT run_id, job_id FROM selected"
 
@@ -112,11 +111,11 @@ class JobBootstrap:
 
 def job_bootstraps(bound: dict[str, Any], n_boot: int, seed: int, store: Any = None) -> list[JobBootstrap]:
     """The sequence bootstrap of each job of the selected runs (layer_summary's and verdict's one computation)."""
-    rows = read(SEQUENCE_ROWS_SQL, bound, store)
+    runs = read(JOBS_SQL, {k: v for k, v in bound.items() if k != "interventions"}, store).to_pandas()
+    rows = read(SEQUENCE_ROWS_SQL, {"runs": runs.run_id.tolist(), "interventions": bound["interventions"]}, store)
     if rows.num_rows == 0:
         return []
     columns = {name: rows.column(name).to_numpy() for name in rows.column_names}  # (N,) each
-    runs = read(JOBS_SQL, {k: v for k, v in bound.items() if k != "interventions"}, store).to_pandas()
     job_of_row = pd.Series(columns["run_id"]).map(dict(zip(runs.run_id, runs.job_id, strict=True))).to_numpy()
     jobs = []
     for job_id in np.unique(job_of_row):
@@ -127,13 +126,14 @@ def job_bootstraps(bound: dict[str, Any], n_boot: int, seed: int, store: Any = N
 
 def _job_bootstrap(job_id: int, rows: dict[str, np.ndarray], n_boot: int, seed: int) -> JobBootstrap:
     """Dense (sequence x group) sums and counts of one job's rows, and their bootstrap."""
-    group_keys, group_index = sorted_codes(rows["run_id"] * len(INTERVENTION_NAMES) + rows["k"])  # (G,), (N,)
+    group_keys, group_index = sorted_codes(rows["run_id"].astype(np.int64) * len(INTERVENTION_NAMES) + rows["k"])
     sequence_index = sorted_codes(rows["sequence"])[1]  # (N,)
     n_groups, n_sequences = len(group_keys), int(sequence_index.max()) + 1
     cell = sequence_index * n_groups + group_index  # (N,) flat index into (S, G); rows of one cell add up
 
     def dense(column: str) -> np.ndarray:
-        return np.bincount(cell, weights=rows[column], minlength=n_sequences * n_groups).reshape(n_sequences, n_groups)
+        weights = rows[column].astype(np.float64)  # (N,)
+        return np.bincount(cell, weights=weights, minlength=n_sequences * n_groups).reshape(n_sequences, n_groups)
 
     sums = np.concatenate([dense("kl_sum"), dense("loss_sum")], axis=1)  # (S, 2G): kl, then loss
     counts = np.concatenate([dense("kl_count"), dense("loss_count")], axis=1)  # (S, 2G)
