@@ -152,9 +152,12 @@ def main() -> int:
         _reply(replies, _failure("open", error))
         return 1
     _reply(replies, {"status": "ready"})
-    while (frame := read_frame(requests)) is not None:
-        header, payload = _run(conn, pickle.loads(frame))
-        _reply(replies, header, payload)
+    try:
+        while (frame := read_frame(requests)) is not None:
+            header, payload = _run(conn, pickle.loads(frame))
+            _reply(replies, header, payload)
+    except BrokenPipeError:  # the parent exited while a statement ran: nobody is left to answer
+        return 0
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pyarrow as pa
 import pytest
 
@@ -171,3 +173,16 @@ def test_row_cap_raises_rather_than_truncating(tmp_store: Store) -> None:
     assert read.query("SELECT * FROM range(100)", store=tmp_store, max_rows=100).num_rows == 100
     with pytest.raises(RowLimitError, match="max_rows=99"):
         read.query("SELECT * FROM range(100)", store=tmp_store, max_rows=99)
+
+
+def test_a_read_process_whose_parent_left_mid_statement_exits_quietly(tmp_store: Store) -> None:
+    """The parent closes its end while a statement runs: the reply meets a broken pipe, and the read process
+    ends with status 0 instead of a BrokenPipeError traceback."""
+    process = read._ReadProcess(tmp_store.config, 2**30)
+    slow = "SELECT count(*) FROM range(200000000) a, range(3) b WHERE a.range % 7 = b.range"
+    request = {"sql": slow, "params": {}, "timeout_s": 60.0, "max_rows": 10, "max_bytes": 2**20}
+    process._send(pickle.dumps(request))
+    process.popen.stdout.close()  # the parent is gone before the answer
+    process.popen.stdin.close()
+    assert process.popen.wait(timeout=120) == 0
+    process.kill()
