@@ -1,6 +1,7 @@
 // Times each page of a running `saegap ui` until it is idle, in a real browser (bench/ui.py runs it).
 // Usage: node idle.mjs <base url> <repeats> <path>...   Prints one JSON line per page.
-// A visit's time runs from navigation to the first of three consecutive idle checks (50 ms apart);
+// A visit's time runs from navigation to the first of three consecutive idle checks (50 ms apart): the
+// script not running (stApp's data-test-script-state), no spinner, skeleton or stale element;
 // the first visit finds the server's query cache cold, later visits (new tabs) find it warm.
 import { chromium } from "playwright-core";
 
@@ -9,7 +10,11 @@ const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", 
 
 function busy() {
   const text = document.body.innerText;
-  return !document.querySelector('[data-testid="stMain"] h1')
+  // The script's own state first: the status widget shows a few hundred ms after a run starts, so a page whose
+  // title is drawn before it looked idle while its queries still ran.
+  return document.querySelector('[data-testid="stApp"]')?.getAttribute("data-test-script-state") !== "notRunning"
+    || !document.querySelector('[data-testid="stMain"] h1')
+    || Boolean(document.querySelector('[data-testid="stSkeleton"]'))
     || Boolean(document.querySelector('[data-testid="stStatusWidget"]'))
     || Boolean(document.querySelector('[data-testid="stSpinner"]'))
     || Boolean(document.querySelector('[data-stale="true"]'))
