@@ -174,8 +174,8 @@ def _amplification(answers: Answers) -> str:
     words = [
         f"<p>L{row.hook_layer} {html.escape(row.sae)}: at layer {row.layer} <b>{html.escape(row.intervention)}</b> "
         f"pushes the residual stream {row.ratio_to_random:.3g}x [{row.ratio_to_random_lo:.3g}, "
-        f"{row.ratio_to_random_hi:.3g}] as far as {html.escape(row.baseline)}: it {_GROWS[row.answer]} a random "
-        "error of the same size.</p>"
+        f"{row.ratio_to_random_hi:.3g}] as far as {html.escape(row.baseline)}, from the same distance at the hook: "
+        f"it {_GROWS[row.answer]} a random error of the same size.</p>"
         for row in compared[compared.intervention == SAE].itertuples()
     ]  # fmt: skip
     table = html_table(compared[_AMPLIFICATION_COLUMNS])

@@ -20,6 +20,11 @@ shared and noisy: compare ratios from one run, not absolute figures across runs)
 - before (--before REV): worker/engine.py as it was at git revision REV against today's, on
   the same job: max |KL difference| of their records (all-token, and single-token P = 48,
   W = 16) and their times, alternating.
+- gap sources (--gap-sources REV): what issue 16's measurements cost the engine on one job:
+  worker/engine.py at REV (before the amplification) with the seed's ten interventions, today's
+  with the ten (the amplification alone; also with its hooks made no-ops) and with the ten
+  plus the four error parts (error parts and amplification together), all SAEs, all-token
+  scope, alternating shard by shard; wall and CPU time, ratios to REV.
 
     python bench/engine.py --model demo --sae demo-res --sequences 64
 """
@@ -43,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
-from schema.spec import JobSpec, SingleTokenScope
+from schema.spec import ERROR_PART_NAMES, SEED_INTERVENTION_NAMES, JobSpec, SingleTokenScope
 from worker.engine import EngineSettings, Target, encode_decode, evaluate_batch, intervened_mask
 from worker.interventions import INTERVENTIONS, Noise, Splice
 from worker.loading import as_tensor
@@ -276,6 +281,60 @@ def report_before(job: PreparedJob, rev: str, samples: int) -> None:
               flush=True)  # fmt: skip
 
 
+def report_gap_sources(job: PreparedJob, rev: str) -> None:
+    """Engine time of the seed's ten at `rev` against today's ten (with amplification, and with its hooks made
+    no-ops) and fourteen: wall and this process's CPU time, the median of REPEATS per shard, summed.
+
+    The four alternate shard by shard (in turn reversed), so a change in the machine's load falls on all
+    alike; with --threads 1 the CPU time is the least disturbed by other processes (no spinning threads).
+    """
+    before = engine_at(rev)
+    ten = {name: INTERVENTIONS[name] for name in SEED_INTERVENTION_NAMES}
+    fields = {k: v for k, v in vars(job.settings).items() if k in before.EngineSettings.__dataclass_fields__}
+    works = {
+        f"{rev}, ten": (before.evaluate_batch, before.EngineSettings(**{**fields, "interventions": ten})),
+        "today, ten (amplification)": (evaluate_batch, replace(job.settings, interventions=ten)),
+        "today, ten, amplification hooks no-ops": (_without_measuring, replace(job.settings, interventions=ten)),
+        "today, ten + error parts (both)": (evaluate_batch, job.settings),
+    }
+    shards = shard_ranges(len(job.tokens), job.spec.sequences_per_shard)
+    wall = {name: [[] for _ in shards] for name in works}
+    cpu = {name: [[] for _ in shards] for name in works}
+    start_load = os.getloadavg()[0]
+    for repeat in range(REPEATS):
+        for i, (begin, end) in enumerate(shards):
+            tokens = as_tensor(job.tokens[begin:end], job.model.cfg.device)
+            ids = torch.arange(begin, end, device=tokens.device)
+            for name in list(works)[:: 1 if (repeat + i) % 2 == 0 else -1]:
+                evaluate, settings = works[name]
+                start, start_cpu = time.perf_counter(), time.process_time()
+                with torch.inference_mode():
+                    evaluate(job.model, job.targets, tokens, ids, settings)
+                wall[name][i].append(time.perf_counter() - start)
+                cpu[name][i].append(time.process_time() - start_cpu)
+    total = {name: (sum(map(np.median, wall[name])), sum(map(np.median, cpu[name]))) for name in works}
+    base = total[f"{rev}, ten"]
+    print(f"{len(job.targets)} SAEs, {len(job.tokens)} sequences in {len(shards)} shards, all tokens, median of "
+          f"{REPEATS} per shard, torch threads {torch.get_num_threads()}, load {start_load:.1f} -> "
+          f"{os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"| engine | wall | wall / {rev} | CPU | CPU / {rev} |\n|---|---|---|---|---|")
+    for name, (seconds, cpu_seconds) in total.items():
+        print(f"| {name} | {seconds:.2f} s | {seconds / base[0]:.3f} | {cpu_seconds:.2f} s | "
+              f"{cpu_seconds / base[1]:.3f} |", flush=True)  # fmt: skip
+
+
+def _without_measuring(*args: object) -> list:
+    """Today's evaluate_batch with the amplification's resid_post hooks doing nothing (what they cost)."""
+    import worker.engine as engine
+
+    measure = engine._measure_hook
+    engine._measure_hook = lambda *a: lambda activation, hook: None
+    try:
+        return evaluate_batch(*args)
+    finally:
+        engine._measure_hook = measure
+
+
 def _kl_difference(a: object, b: object) -> float:
     order = [
         ("intervention", "ascending"),
@@ -312,14 +371,22 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="only the peak-RSS run (all-token, the job's budget)")
     parser.add_argument("--budget", type=int, default=None, help="memory_budget_bytes (default: JobSpec's)")
     parser.add_argument("--before", metavar="REV", help="compare with worker/engine.py at this git revision")
+    parser.add_argument("--gap-sources", metavar="REV", help="issue 16's cost: today's engine against REV's")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
     globals()["REPEATS"] = args.repeats
+    if args.threads:
+        torch.set_num_threads(args.threads)
     budget = {} if args.budget is None else {"memory_budget_bytes": args.budget}
+    parts = {"interventions": [*SEED_INTERVENTION_NAMES, *ERROR_PART_NAMES]} if args.gap_sources else {}
     spec = JobSpec(
         model=args.model, saes=args.sae or ["demo-res"], tokens=args.tokens, n_sequences=args.sequences,
-        sequences_per_shard=args.per_shard, device=args.device, **budget,
+        sequences_per_shard=args.per_shard, device=args.device, **budget, **parts,
     )  # fmt: skip
     job = prepare_job(spec)
+    if args.gap_sources:
+        report_gap_sources(job, args.gap_sources)
+        return
     if args.memory:
         report_memory(job)
         return

@@ -67,7 +67,10 @@ def test_where_does_the_gap_come_from_shows_the_amplification(planted: Fixture) 
     section = page[page.index("<h2>Where does the gap come from?</h2>") :]
     assert "<h2>How far each error is amplified through later layers</h2>" in section
     # sae ends at layer 3 with r 4 c against eps_random's 2 c: a point interval at 2
-    assert "at layer 3 <b>sae</b> pushes the residual stream 2x [2, 2] as far as eps_random" in section
+    assert (
+        "at layer 3 <b>sae</b> pushes the residual stream 2x [2, 2] as far as eps_random, from the same distance"
+        in section
+    )
     assert "grows faster than a random error of the same size" in section
     assert "<svg" in section and colour_of("sae").lower() in section.lower()
     assert "error's linear and nonlinear parts" not in section  # no error parts in this job
