@@ -51,6 +51,14 @@ def _warm(job_id: int, run_id: int) -> None:
 
 
 _WARMED_STORES: set[tuple[str | None, str | None]] = set()  # (SAEGAP_DATA, SAEGAP_DATABASE_URL) warmed here
+WARM_THREAD = "saegap-warm-store"
+# Streamlit logs "missing ScriptRunContext" for each cached answer the warm-up asks for (the answer's spinner has
+# no page to show in); the thread has no page by design.
+_CONTEXT_LOG = logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context")
+
+
+def _not_the_warm_thread(record: logging.LogRecord) -> bool:
+    return record.threadName != WARM_THREAD
 
 
 def warm_store() -> None:
@@ -65,7 +73,9 @@ def warm_store() -> None:
     if key in _WARMED_STORES:
         return
     _WARMED_STORES.add(key)
-    threading.Thread(target=_warm_store, name="saegap-warm-store", daemon=True).start()
+    if _not_the_warm_thread not in _CONTEXT_LOG.filters:
+        _CONTEXT_LOG.addFilter(_not_the_warm_thread)
+    threading.Thread(target=_warm_store, name=WARM_THREAD, daemon=True).start()
 
 
 def _warm_store() -> None:

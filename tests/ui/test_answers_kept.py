@@ -19,7 +19,7 @@ from ui.data import SEED_INTERVENTIONS, answer
 def computed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
     """Every answer actually computed (a cache miss), in order, once no warm-up of an earlier app run is left."""
     for thread in threading.enumerate():
-        if thread.name == "saegap-warm-store":
+        if thread.name == ui.background.WARM_THREAD:
             thread.join()
     calls: list[tuple[str, dict[str, Any]]] = []
     compute = ui.data._computed
@@ -65,7 +65,7 @@ def test_the_warm_up_leaves_the_layer_summary_computed(
     monkeypatch.setattr(ui.background, "_WARMED_STORES", set())
     ui.background.warm_store()
     ui.background.warm_store()  # once per store: no second thread
-    warming = [t for t in threading.enumerate() if t.name == "saegap-warm-store"]
+    warming = [t for t in threading.enumerate() if t.name == ui.background.WARM_THREAD]
     assert len(warming) == 1
     warming[0].join()
     job = ui_store.job_ids["all"]  # the newest finished all-token job
