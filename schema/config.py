@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.engine import URL, make_url
 
 LAKE_ALIAS = "lake"  # name the DuckLake is attached under in every DuckDB connection
@@ -26,7 +26,7 @@ class StoreConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    data_dir: Path = Path("saegap-data")
+    data_dir: Path = Field(default=Path("saegap-data"), validate_default=True)
     database_url: str | None = None  # SQLAlchemy URL; None: SQLite files in data_dir
     data_path: str | None = None  # Parquet location; None: data_dir/lake
     # The read processes of schema.read (docs/security.md): the PostgreSQL URL they open the catalog with
@@ -34,6 +34,17 @@ class StoreConfig(BaseModel):
     read_database_url: str | None = None
     read_memory_limit: str = "4GiB"
     read_processes: int = Field(default=4, ge=1)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_dir(cls, value: Path) -> Path:
+        """Absolute from the start: read processes run in their own working directory (schema.read)."""
+        return value.absolute()
+
+    @field_validator("data_path")
+    @classmethod
+    def _absolute_local_path(cls, value: str | None) -> str | None:
+        return value if value is None or "://" in value else str(Path(value).absolute())
 
     @classmethod
     def from_env(cls) -> StoreConfig:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from schema import read
+from schema.config import StoreConfig
 from schema.errors import QueryTimeoutError, RowLimitError, WriteRefusedError
 from schema.records import INTERVENTION_SCHEMA, TOKEN_SCHEMA
 from schema.relations import RECORD_TABLES, VIEW_DDL
@@ -186,3 +188,14 @@ def test_a_read_process_whose_parent_left_mid_statement_exits_quietly(tmp_store:
     process.popen.stdin.close()
     assert process.popen.wait(timeout=120) == 0
     process.kill()
+
+
+def test_a_relative_data_dir_is_read_from_where_it_was_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SAEGAP_DATA=.work/store: read processes run in their own directory, yet open this store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SAEGAP_DATA", "relative/store")
+    config = StoreConfig.from_env()
+    assert config.data_dir == tmp_path / "relative/store"
+    with Store.open(config) as store:
+        store.create_job(JobSpec(), VERSIONS)
+        assert read.query("SELECT count(*) AS n FROM runs", store=store).column("n").to_pylist() == [0]
