@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import Field
 
-from analysis.base import SELECTED_RUNS, Scope, ScopedFilters, empty_like, read
+from analysis.base import SELECTED_RUNS, BootstrapSettings, Scope, ScopedFilters, empty_like, read
 from analysis.bootstrap import bootstrap_means, percentile_interval
 from analysis.error_parts import PAIRS
 from schema.spec import BASELINE
@@ -39,11 +38,8 @@ def baseline_of(intervention: str) -> str:
     return _PART_BASELINES.get(intervention, BASELINE)
 
 
-class Params(ScopedFilters):
+class Params(BootstrapSettings, ScopedFilters):
     scope: Scope | None = None
-    n_boot: int = Field(default=1000, ge=100, le=20_000, description="bootstrap replicates")
-    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
-    seed: int = Field(default=0, ge=0)
 
 
 # The selected runs that have amplification rows (read one at a time below: a run's per-sequence rows are

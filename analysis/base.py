@@ -102,6 +102,16 @@ class InterventionFilters(ScopedFilters):
         return {**super().bind(), "interventions": self.interventions}
 
 
+class BootstrapSettings(BaseModel):
+    """The paired sequence bootstrap's settings (analysis/bootstrap.py), for modules that give intervals."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_boot: int = Field(default=1000, ge=100, le=20_000, description="bootstrap replicates")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    seed: int = Field(default=0, ge=0)
+
+
 @dataclass(frozen=True)
 class AnalysisModule:
     """One named question: its params model and the function answering it."""

@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import Field
 
-from analysis.base import SELECTED_RUNS, Scope, ScopedFilters, empty_like, read
+from analysis.base import SELECTED_RUNS, BootstrapSettings, Scope, ScopedFilters, empty_like, read
 from analysis.bootstrap import bootstrap_means, percentile_interval
 from analysis.layer_summary import PER_SEQUENCE_SQL
 from analysis.verdict import PATHOLOGICAL, verdicts
@@ -29,11 +28,8 @@ PAIRS: dict[str, tuple[str, str]] = {part: (f"sae_error_{part}", f"eps_random_{p
 _NAMES = ["sae", *(name for pair in PAIRS.values() for name in pair)]
 
 
-class Params(ScopedFilters):
+class Params(BootstrapSettings, ScopedFilters):
     scope: Scope | None = None
-    n_boot: int = Field(default=1000, ge=100, le=20_000, description="bootstrap replicates")
-    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
-    seed: int = Field(default=0, ge=0)
 
 
 RUNS_SQL = f"""

@@ -15,18 +15,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import Field
 
-from analysis.base import SELECTED_RUNS, ScopedFilters, empty_like, read
+from analysis.base import SELECTED_RUNS, BootstrapSettings, ScopedFilters, empty_like, read
 from analysis.bootstrap import bootstrap_means, percentile_interval
 
 JOINT = "joint"  # runs.hook_point of a joint run
 
 
-class Params(ScopedFilters):
-    n_boot: int = Field(default=1000, ge=100, le=20_000, description="bootstrap replicates")
-    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
-    seed: int = Field(default=0, ge=0)
+class Params(BootstrapSettings, ScopedFilters):
+    pass
 
 
 # Per-sequence KL sums of every run in a job that has a joint run (the selection filters the jobs).

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import Field
 
 from analysis.base import (
     INTERVENTION_FILTER,
     INTERVENTION_LIST,
     SELECTED_RUNS,
+    BootstrapSettings,
     InterventionFilters,
     empty_like,
     read,
@@ -31,10 +31,8 @@ from analysis.kl_histogram import RANKED_BINS, bin_quantile, binned_kl
 from schema.spec import BASELINE, INTERVENTION_NAMES
 
 
-class Params(InterventionFilters):
-    n_boot: int = Field(default=1000, ge=100, le=20_000, description="bootstrap replicates")
-    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
-    seed: int = Field(default=0, ge=0)
+class Params(BootstrapSettings, InterventionFilters):
+    pass
 
 
 # One row per (run, intervention, sequence): the bootstrap's resampling unit, summed from the

@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import Field
 
-from analysis.base import SELECTED_RUNS, Scope, ScopedFilters, empty_like, read
+from analysis.base import SELECTED_RUNS, BootstrapSettings, Scope, ScopedFilters, empty_like, read
 from analysis.bootstrap import percentile_interval
 from analysis.layer_summary import JobBootstrap, job_bootstraps
 from analysis.sigma import Params as SigmaParams
@@ -39,11 +38,8 @@ Z_THRESHOLD = 2.0
 _Z_COLUMNS = ("z_median", "z_p90", "frac_z_above_2")
 
 
-class Params(ScopedFilters):
+class Params(BootstrapSettings, ScopedFilters):
     scope: Scope | None = None  # a verdict per run, either scope
-    n_boot: int = Field(default=1000, ge=100, le=20_000, description="bootstrap replicates")
-    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
-    seed: int = Field(default=0, ge=0)
 
 
 RUNS_SQL = f"""
