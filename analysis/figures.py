@@ -154,20 +154,39 @@ def per_run_lines(table: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str)
     """Per run, one line per intervention: y against x on a log y axis (KL by position, downstream)."""
     if table.empty:
         return None
-    runs = _runs(table)
-    figure, axes = _grid(len(runs))
-    for axis, run in zip(axes, runs.itertuples(), strict=False):
-        rows = table[table.run_id == run.run_id]
-        for name in _ordered(rows.intervention):
-            line = rows[rows.intervention == name].sort_values(x)
-            strong = name in HIGHLIGHT
-            axis.plot(line[x], line[y], marker="." if strong else None, lw=2.0 if strong else 1.0, label=name,
-                      color=colour_of(name))  # fmt: skip
-        axis.set(xlabel=xlabel, ylabel=ylabel, yscale="log")
+    figure, panels = _run_panels(table, _runs(table))
+    for axis, run, rows in panels:
+        _intervention_lines(axis, rows, x, y)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_title(run_label(run), fontsize=8)
-        axis.legend(fontsize=6)
+        _label_panel(axis, run, xlabel, ylabel)
     return figure
+
+
+def _run_panels(table: pd.DataFrame, runs: pd.DataFrame) -> tuple[Figure, list[tuple[object, object, pd.DataFrame]]]:
+    """A grid with one panel per run: (axis, run, the table's rows of that run) for each."""
+    figure, axes = _grid(len(runs))
+    panels = [
+        (axis, run, table[table.run_id == run.run_id]) for axis, run in zip(axes, runs.itertuples(), strict=False)
+    ]
+    return figure, panels
+
+
+def _intervention_lines(axis, rows: pd.DataFrame, x: str, y: str, band: tuple[str, str] | None = None) -> None:
+    """One line per intervention in its fixed colour, the SAE and eps_random drawn strongest; `band` (low and high
+    columns) shades their intervals."""
+    for name in _ordered(rows.intervention):
+        line = rows[rows.intervention == name].sort_values(x)
+        strong = name in HIGHLIGHT
+        axis.plot(line[x], line[y], marker="." if strong else None, lw=2.0 if strong else 1.0, label=name,
+                  color=colour_of(name))  # fmt: skip
+        if band and strong:
+            axis.fill_between(line[x], line[band[0]], line[band[1]], color=colour_of(name), alpha=0.2, lw=0)
+
+
+def _label_panel(axis, run: object, xlabel: str, ylabel: str) -> None:
+    axis.set(xlabel=xlabel, ylabel=ylabel, yscale="log")
+    axis.set_title(run_label(run), fontsize=8)
+    axis.legend(fontsize=6)
 
 
 def target_bars(downstream: pd.DataFrame) -> Figure | None:
@@ -201,7 +220,7 @@ def sigma_panels(tokens: pd.DataFrame, draws: pd.DataFrame) -> Figure | None:
     for axis, token in zip(axes, tokens.itertuples(), strict=False):
         mine = draws[(draws.run_id == token.run_id) & (draws.sequence == token.sequence)]
         axis.hist(mine.kl, bins=20, color=colour_of(token.baseline), alpha=0.8, label=f"{token.baseline} draws")
-        axis.axvline(token.kl_sae, color=colour_of("sae"), lw=2, label=f"sae, z = {token.z:.2f}")
+        axis.axvline(token.kl_sae, color=colour_of(SAE), lw=2, label=f"sae, z = {token.z:.2f}")
         axis.set(xlabel="KL (nats)", ylabel="draws")
         axis.set_title(f"L{token.layer} seq {token.sequence} pos {token.position} {token.token_text!r}", fontsize=8)
         axis.legend(fontsize=7)
@@ -248,7 +267,7 @@ def top_token_bars(top: pd.DataFrame) -> Figure | None:
     for axis, run in zip(axes, runs.itertuples(), strict=False):
         rows = top[top.run_id == run.run_id].sort_values("kl_gap_mean")
         labels = [f"{text!r} ({n})" for text, n in zip(rows.token_text, rows.n, strict=True)]
-        axis.barh(range(len(rows)), rows.kl_gap_mean, xerr=rows.kl_gap_std, color=colour_of("sae"),
+        axis.barh(range(len(rows)), rows.kl_gap_mean, xerr=rows.kl_gap_std, color=colour_of(SAE),
                   error_kw={"lw": 0.6, "ecolor": "#555555"})  # fmt: skip
         axis.set_yticks(range(len(rows)), labels, fontsize=6)
         axis.set(xlabel="mean KL gap (sae - eps_random), ± std")
@@ -258,23 +277,17 @@ def top_token_bars(top: pd.DataFrame) -> Figure | None:
 
 def sensitivity(curve: pd.DataFrame, points: pd.DataFrame) -> Figure | None:
     """Per run: KL of the cos-matched random points against cos_sim, and the SAE's (mean cos_sim, mean KL)."""
-    rows = curve[curve.intervention != "sae"]
+    rows = curve[curve.intervention != SAE]
     if rows.empty:
         return None
-    runs = _runs(rows)
-    figure, axes = _grid(len(runs))
-    for axis, run in zip(axes, runs.itertuples(), strict=False):
-        mine = rows[rows.run_id == run.run_id]
-        for name in _ordered(mine.intervention):
-            line = mine[mine.intervention == name].sort_values("cos_sim_mean")
-            axis.plot(line.cos_sim_mean, line.kl_mean, label=name, color=colour_of(name), marker=".")
+    figure, panels = _run_panels(rows, _runs(rows))
+    for axis, run, mine in panels:
+        _intervention_lines(axis, mine, "cos_sim_mean", "kl_mean")
         point = points[points.run_id == run.run_id]
         if len(point):
-            axis.plot(point.cos_sim, point.kl_sae, "*", ms=14, color=colour_of("sae"),
+            axis.plot(point.cos_sim, point.kl_sae, "*", ms=14, color=colour_of(SAE),
                       label=f"sae (cos {point.cos_sim.iloc[0]:.3f}, KL {point.kl_sae.iloc[0]:.3g})")  # fmt: skip
-        axis.set(xlabel="cos_sim(x, SAE(x))", ylabel="mean KL", yscale="log")
-        axis.set_title(run_label(run), fontsize=8)
-        axis.legend(fontsize=6)
+        _label_panel(axis, run, "cos_sim(x, SAE(x))", "mean KL")
     return figure
 
 
@@ -283,19 +296,9 @@ def amplification_curves(curves: pd.DataFrame) -> Figure | None:
     intervention on a log axis, with the CI as a band for the SAE and its random baseline (analysis.amplification)."""
     if curves.empty:
         return None
-    runs = _runs(curves.rename(columns={"hook_layer": "layer", "layer": "later_layer"}))
-    figure, axes = _grid(len(runs))
-    for axis, run in zip(axes, runs.itertuples(), strict=False):
-        rows = curves[curves.run_id == run.run_id]
-        for name in _ordered(rows.intervention):
-            line = rows[rows.intervention == name].sort_values("layer")
-            strong = name in HIGHLIGHT
-            axis.plot(line.layer, line.r_mean, marker="." if strong else None, lw=2.0 if strong else 1.0, label=name,
-                      color=colour_of(name))  # fmt: skip
-            if strong:
-                axis.fill_between(line.layer, line.r_mean_lo, line.r_mean_hi, color=colour_of(name), alpha=0.2, lw=0)
-        axis.set(xlabel="layer (resid_post)", ylabel="mean ||h' - h|| / ||h||", yscale="log")
+    figure, panels = _run_panels(curves, _runs(curves.rename(columns={"hook_layer": "layer", "layer": "later_layer"})))
+    for axis, run, rows in panels:
+        _intervention_lines(axis, rows, "layer", "r_mean", band=("r_mean_lo", "r_mean_hi"))
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_title(run_label(run), fontsize=8)
-        axis.legend(fontsize=6)
+        _label_panel(axis, run, "layer (resid_post)", "mean ||h' - h|| / ||h||")
     return figure
