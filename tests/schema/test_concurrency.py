@@ -20,7 +20,7 @@ from schema.store import Store
 from tests.schema.records import VERSIONS, run_meta, synthetic_shard
 
 WRITERS = 4
-SHARDS_PER_WRITER = 50
+SHARDS_PER_WRITER = 30  # 120 shard writes (12 of them retries) interleaved with a reader, per backend
 SEQUENCES_PER_SHARD = 2
 POSITIONS = 8
 INTERVENTIONS = ("sae", "eps_random", "zero_ablation")
@@ -28,6 +28,7 @@ RETRIED_PER_WRITER = 3  # each writer rewrites its first shards once more (salt 
 TOKEN_ROWS = SEQUENCES_PER_SHARD * POSITIONS  # per run and shard
 INTERVENTION_ROWS = TOKEN_ROWS * len(INTERVENTIONS)
 SPAWN = mp.get_context("spawn")
+HANG_GUARD_S = 1800  # joins wait on the processes' progress; this only stops a hung test, far past any slow run
 
 
 def _records(run_ids: list[int], seq_range: tuple[int, int], salt: float, positions: int = POSITIONS) -> dict:
@@ -88,9 +89,9 @@ def test_four_writers_and_a_reader_every_row_exactly_once(store: Store, store_co
     for writer in writers:
         writer.start()
     for writer in writers:
-        writer.join(timeout=240)
+        writer.join(timeout=HANG_GUARD_S)
     stop.set()
-    reads, problems = results.get(timeout=120)
+    reads, problems = results.get(timeout=HANG_GUARD_S)
     reader.join(timeout=30)
 
     assert [w.exitcode for w in writers] == [0] * WRITERS
@@ -210,7 +211,6 @@ def test_writer_killed_at_a_random_moment_leaves_a_whole_attempt(store: Store, s
 
 # --- One shard written by several processes at once (a redelivered shard still running) --------------
 
-HANG_GUARD_S = 1800  # joins below wait on the processes' progress; this only stops a hung test, far past any slow run
 RACE_POSITIONS = 256  # 2 runs x 2 sequences x 256 positions: 1024 token rows per copy
 RACERS = 4
 # (writers, spread): writer j of a round starts spread * j / (writers - 1) seconds after the round opens
