@@ -18,8 +18,8 @@ import pandas as pd
 import pyarrow as pa
 
 from analysis.base import SELECTED_RUNS, BootstrapSettings, Scope, ScopedFilters, empty_like, read
-from analysis.bootstrap import bootstrap_means, percentile_interval
-from analysis.layer_summary import PER_SEQUENCE_SQL
+from analysis.bootstrap import percentile_interval
+from analysis.layer_summary import JobBootstrap, job_bootstraps
 from analysis.verdict import PATHOLOGICAL, verdicts
 
 PARTS: tuple[str, ...] = ("linear", "nonlinear")
@@ -56,9 +56,8 @@ SCHEMA = pa.schema(
 
 def error_parts(params: Params, store: Any = None) -> pa.Table:
     bound = params.bind()
-    per_sequence = read(PER_SEQUENCE_SQL, {**bound, "interventions": _NAMES}, store).to_pandas()
-    rows = [_run_row(run, frame, params) for run, frame in per_sequence.groupby("run_id")]
-    rows = [row for row in rows if row is not None]
+    jobs = job_bootstraps({**bound, "interventions": _NAMES}, params.n_boot, params.seed, store)
+    rows = [row for job in jobs for row in _job_rows(job, params)]
     if not rows:
         return empty_like(SCHEMA)
     table = read(RUNS_SQL, bound, store).to_pandas().merge(pd.DataFrame(rows), on="run_id")
@@ -69,28 +68,32 @@ def error_parts(params: Params, store: Any = None) -> pa.Table:
     return pa.Table.from_pandas(table[SCHEMA.names], schema=SCHEMA, preserve_index=False)
 
 
-def _run_row(run: int, rows: pd.DataFrame, params: Params) -> dict[str, Any] | None:
-    """KL means of the run's parts and baselines, and each part's ratio with a paired bootstrap interval."""
-    if not set(_NAMES) <= set(rows.intervention):
-        return None
-    sequences = np.unique(rows.sequence.to_numpy(), return_inverse=True)[1]
-    if sequences.max() < 1:
-        return None  # one sequence: no interval
-    sums, counts = np.zeros((sequences.max() + 1, len(_NAMES))), np.zeros((sequences.max() + 1, len(_NAMES)))
-    column = rows.intervention.map({name: k for k, name in enumerate(_NAMES)}).to_numpy()
-    sums[sequences, column] = rows.kl_sum.to_numpy(np.float64)
-    counts[sequences, column] = rows.kl_count.to_numpy(np.float64)
-    point = sums.sum(0) / counts.sum(0)
-    replicates = bootstrap_means(sums, counts, params.n_boot, params.seed)  # (B, 5), paired across columns
-    row: dict[str, Any] = {"run_id": run, "n_sequences": int(sequences.max() + 1), "kl_sae": point[0]}
-    for part, (sae, base) in PAIRS.items():
-        i, j = _NAMES.index(sae), _NAMES.index(base)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            low, high = percentile_interval((replicates[:, i] / replicates[:, j])[:, None], params.confidence)
-            row |= {f"kl_{sae}": point[i], f"kl_{base}": point[j], f"kl_ratio_{part}": point[i] / point[j],
-                    f"kl_ratio_{part}_lo": low[0], f"kl_ratio_{part}_hi": high[0],
-                    f"share_of_sae_kl_{part}": point[i] / point[0]}  # fmt: skip
-    return row
+def _job_rows(job: JobBootstrap, params: Params) -> list[dict[str, Any]]:
+    """A row per run of the job with every part and baseline, recorded in two sequences or more: the parts'
+    KL means and each part's ratio to its baseline with a paired interval (layer_summary's bootstrap)."""
+    column = {key: g for g, key in enumerate(zip(job.groups.run_id, job.groups.intervention, strict=True))}
+    rows = []
+    for run in job.groups.run_id.unique():
+        if not all((run, name) in column for name in _NAMES) or job.n_sequences[column[run, "sae"]] < 2:
+            continue
+        row: dict[str, Any] = {"run_id": run, "n_sequences": int(job.n_sequences[column[run, "sae"]]),
+                               "kl_sae": job.point[column[run, "sae"]]}  # fmt: skip
+        for part, (sae, base) in PAIRS.items():
+            i, j = column[run, sae], column[run, base]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratios = job.replicates[:, i] / job.replicates[:, j]  # (B,) paired: the same weights
+                ratio, share = job.point[i] / job.point[j], job.point[i] / row["kl_sae"]
+            low, high = percentile_interval(ratios[:, None], params.confidence)
+            row |= {
+                f"kl_{sae}": job.point[i],
+                f"kl_{base}": job.point[j],
+                f"kl_ratio_{part}": ratio,
+                f"kl_ratio_{part}_lo": low[0],
+                f"kl_ratio_{part}_hi": high[0],
+                f"share_of_sae_kl_{part}": share,
+            }
+        rows.append(row)
+    return rows
 
 
 def _carried_by(row: pd.Series) -> str:

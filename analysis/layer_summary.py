@@ -10,6 +10,7 @@ distinct value each.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,21 +36,10 @@ class Params(BootstrapSettings, InterventionFilters):
     pass
 
 
-# One row per (run, intervention, sequence): the bootstrap's resampling unit, summed from the
-# store's sequence_sums rollup (written with each shard). Samples of a random intervention all
-# count towards its mean. (error_parts reads it; layer_summary and verdict read SEQUENCE_ROWS_SQL.)
-PER_SEQUENCE_SQL = f"""
-WITH {SELECTED_RUNS}
-SELECT r.job_id, run_id, s.intervention, s.sequence,
-       sum(s.kl_sum) AS kl_sum, sum(s.n)::BIGINT AS kl_count,
-       coalesce(sum(s.loss_delta_sum), 0) AS loss_sum, sum(s.loss_delta_n)::BIGINT AS loss_count
-FROM sequence_sums s JOIN selected r USING (run_id)
-WHERE {INTERVENTION_FILTER}
-GROUP BY ALL
-"""
-
-# The same sums as PER_SEQUENCE_SQL, one row per sequence_sums row of the runs $runs (a sequence's rows
-# from more than one shard add up in job_bootstraps), numbers only and narrow: k indexes
+# The bootstrap's resampling unit: the sums per (run, intervention, sequence) of the store's sequence_sums
+# rollup (written with each shard; samples of a random intervention all count towards its mean), one row
+# per sequence_sums row of the runs $runs (a sequence's rows from more than one shard add up in
+# job_bootstraps), numbers only and narrow: k indexes
 # INTERVENTION_NAMES. At seed scale the intervention's name per row (2.6 M Python strings), the SQL
 # grouping and the join to the runs cost most of the module's time.
 SEQUENCE_ROWS_SQL = f"""
@@ -85,8 +75,10 @@ SCHEMA = pa.schema(
 
 def layer_summary(params: Params, store: Any = None) -> pa.Table:
     bound = params.bind()
-    quantiles = read(QUANTILES_SQL, bound, store).to_pandas()
-    frames = [_summarise_job(job, params) for job in job_bootstraps(bound, params.n_boot, params.seed, store)]
+    with ThreadPoolExecutor(1) as pool:  # the quantiles' query runs in another read process meanwhile
+        quantiles_read = pool.submit(read, QUANTILES_SQL, bound, store)
+        frames = [_summarise_job(job, params) for job in job_bootstraps(bound, params.n_boot, params.seed, store)]
+        quantiles = quantiles_read.result().to_pandas()
     frames = [frame for frame in frames if len(frame)]
     if not frames:  # no records, or no group with two sequences
         return empty_like(SCHEMA)

@@ -77,7 +77,9 @@ SCHEMA = pa.schema(
 
 def verdict(params: Params, store: Any = None) -> pa.Table:
     bound = params.bind()
-    jobs = job_bootstraps({**bound, "interventions": None}, params.n_boot, params.seed, store)  # all interventions
+    # the SAE and its baselines only: the resampling weights depend on the sequences alone, so these columns'
+    # replicates equal layer_summary's, at a third of the rows and product
+    jobs = job_bootstraps({**bound, "interventions": ["sae", *BASELINES]}, params.n_boot, params.seed, store)
     frames = [_ratios_of_job(job, params) for job in jobs]
     frames = [frame for frame in frames if len(frame)]
     if not frames:  # no records, or no run with two sequences

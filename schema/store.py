@@ -285,10 +285,14 @@ def _opened(config: StoreConfig) -> Store:
     return Store.open(config)
 
 
+_first_open = threading.Lock()  # functools.cache alone lets two threads' first calls both open a store
+
+
 def process_store() -> Store:
     """The one store of this process: opened from the environment (StoreConfig.from_env) on first use
     and kept; the job API, the Celery tasks and the read path all use it."""
-    return _opened(StoreConfig.from_env())
+    with _first_open:
+        return _opened(StoreConfig.from_env())
 
 
 def forget_process_stores() -> None:
