@@ -187,6 +187,9 @@ def time_modules(store: Store, job_id: int, repeats: int, names: list[str]) -> d
     return results
 
 
+TOKENS_SQL = "SELECT count(*) AS n FROM tokens WHERE run_id IN (SELECT run_id FROM runs WHERE job_id = $job)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path(".work/bench-analysis"))
@@ -211,8 +214,9 @@ def main() -> None:
         for job in jobs:
             spec = store.get_job(job).spec
             results = time_modules(store, job, args.repeats, args.modules.split(",") if args.modules else list(MODULES))
-            print(f"job {job} ({spec.scope.kind}): {spec.n_sequences} sequences x {len(spec.saes)} layers, "
-                  f"{spec.samples} samples")  # fmt: skip
+            runs = len(store.job_run_ids(job))  # the spec may name one SAE release's pattern: count the runs
+            tokens = read.query(TOKENS_SQL, {"job": job}, store=store).column("n")[0].as_py()
+            print(f"job {job} ({spec.scope.kind}): {runs} runs, {tokens:,} token rows, {spec.samples} samples")
             print("| module | median s | rows |\n|---|---:|---:|")
             for name, (seconds, count) in results.items():
                 print(f"| {name} | {seconds:.2f} | {count} |")
