@@ -12,9 +12,27 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import Any
 
 from schema.spec import JobSpec
-from ui.data import jobs_api
+from ui.data import (
+    CONTEXTS_PER_TOKEN,
+    CURVE_INTERVENTIONS,
+    HEATMAP_TOKENS,
+    KL_RANGE,
+    MIN_COUNT,
+    OCCURRENCES,
+    PAIR_AXES,
+    PAIR_SAMPLE,
+    SEED_INTERVENTIONS,
+    TOP_PER_RUN,
+    answer,
+    context_size,
+    job_choices,
+    job_table,
+    jobs_api,
+    next_layer_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +83,12 @@ def warm_store() -> None:
     """Once per server and store, in a daemon thread: what a page's first visit would otherwise wait for.
 
     The job API's import and the store's opening (every page), the chart and analysis modules' imports,
-    a read process's start, and the Layer summary's default answers for the newest finished all-token job
-    (the verdict's bootstrap above all), kept as finished jobs' answers are (ui/data.py answer). A page
-    that asks for an answer the thread is still computing waits for it rather than computing it twice.
+    a read process's start, and every page's first answers with its widgets at their defaults (ui/data.py
+    KL_RANGE and the rest) for the job the page opens on, the newest finished job of its scope: the Layer
+    summary's first (the verdict's bootstrap above all), then Distributions', Where the gap comes from's,
+    the Correlation explorer's, Tokens' and One context's. They are kept as finished jobs' answers are
+    (ui/data.py answer). A page that asks for an answer the thread is still computing waits for it rather
+    than computing it twice.
     """
     key = (os.environ.get("SAEGAP_DATA"), os.environ.get("SAEGAP_DATABASE_URL"))
     if key in _WARMED_STORES:
@@ -89,14 +110,44 @@ def _warm_answers() -> None:
     import altair  # noqa: F401  (imported here so the first chart page finds it loaded)
 
     import analysis.colours  # noqa: F401
-    from ui.data import SEED_INTERVENTIONS, answer, job_choices, job_table
 
     jobs = job_table()  # imports the job API and opens the store
-    all_token = job_choices(jobs[jobs.status == "done"], "all_tokens")
-    if not all_token:
+    done = jobs[jobs.status == "done"]
+    all_token, newest = job_choices(done, "all_tokens")[:1], job_choices(done)[:1]  # what the pages open on
+    for job in all_token:
+        answer("runs", job=job)  # starts a read process
+        for name, params in _all_token_questions(job):
+            answer(name, job=job, **params)
+    for job in newest:
+        _warm_any_scope_pages(job)
+
+
+def _all_token_questions(job: int) -> list[tuple[str, dict[str, Any]]]:
+    """The Layer summary's and Distributions' first questions, as those pages ask them (the Layer summary's
+    first: it is the page a user opens first)."""
+    seed = {"interventions": SEED_INTERVENTIONS}
+    return [
+        ("verdict", {}), ("layer_summary", seed), ("compare_saes", {}),
+        ("kl_histogram", {**seed, "kl_min": KL_RANGE[0], "kl_max": KL_RANGE[1]}),
+        *[("loss_histogram", {"interventions": [name]}) for name in SEED_INTERVENTIONS],
+        ("sensitivity_curve", {"interventions": CURVE_INTERVENTIONS}), ("by_position", seed),
+    ]  # fmt: skip
+
+
+def _warm_any_scope_pages(job: int) -> None:
+    """The first questions of the pages that open on a job of either scope (their widgets at their defaults):
+    Where the gap comes from, the Correlation explorer, Tokens and One context."""
+    for name in ("error_parts", "amplification", "joint"):
+        answer(name, job=job)
+    runs = answer("runs", job=job)
+    if runs.empty:
         return
-    job = all_token[0]  # what the Layer summary opens on
-    answer("runs", job=job)  # starts a read process
-    for name, params in (("verdict", {}), ("layer_summary", {"interventions": SEED_INTERVENTIONS}),
-                         ("compare_saes", {})):  # fmt: skip
-        answer(name, job=job, **params)
+    first = int(runs.run_id.iloc[0])
+    answer("token_sample", job=job, run=first, x=PAIR_AXES[0], y=PAIR_AXES[1], other_run=next_layer_run(runs, first),
+           position_min=0, position_max=context_size(job) - 1, token_text=None, limit=PAIR_SAMPLE)  # fmt: skip
+    answer("cross_layer", job=job, max_tokens=HEATMAP_TOKENS)
+    top = answer("top_tokens", job=job, min_count=MIN_COUNT, top=TOP_PER_RUN)
+    if len(top):
+        answer("token_contexts", job=job, run=int(top.run_id.iloc[0]), token_id=int(top.token_id.iloc[0]),
+               limit=CONTEXTS_PER_TOKEN)  # fmt: skip
+    answer("token_contexts", job=job, run=first, limit=OCCURRENCES)

@@ -22,6 +22,16 @@ CACHE_TTL_S = 15
 HEATMAP_TOKENS = 200_000
 # What the seed's figures compare: the SAE, the isotropic baseline and the two anisotropic ones.
 SEED_INTERVENTIONS = ["sae", "eps_random", "eps_cov_random", "eps_real_diff"]
+# The pages' widgets at their defaults, read by the pages and by the server's warm-up (ui/background.py
+# warm_store), which asks each page's first questions with them so that a first visit finds them answered.
+KL_RANGE = (1e-4, 1.0)  # Distributions: the KL histogram's clamp
+# Distributions: the binned KL-vs-cos-sim curve, the SAE and eps_random placed on the cos-matched baselines' curve.
+CURVE_INTERVENTIONS = ["sae", "eps_random", "cos_random_sae_norm", "cos_random_true_norm"]
+PAIR_AXES = ("position", "kl_gap")  # Correlations: x and y
+PAIR_SAMPLE = 5000  # Correlations: sample size
+MIN_COUNT, TOP_PER_RUN = 5, 20  # Tokens: occurrences a token needs, tokens per run
+CONTEXTS_PER_TOKEN = 100  # Tokens: the chosen token's contexts listed
+OCCURRENCES = 200  # One context: largest-gap positions offered in the picker
 # Whitespace made visible in token labels (a leading space is part of most GPT-2 tokens).
 _VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
 
@@ -146,6 +156,19 @@ def run_label(row: Any) -> str:
 def sae_release(name: str) -> str:
     """The SAE's release (its name before the first '/'): what tells two SAEs at one hook apart."""
     return name.split("/", 1)[0]
+
+
+def next_layer_run(runs: pd.DataFrame, run: int) -> int:
+    """The run at the next layer of the same SAE release (else the previous layer's, else any other run)."""
+    me = runs[runs.run_id == run].iloc[0]
+    others = runs[runs.run_id != run]
+    same = others[others.sae.map(sae_release) == sae_release(me.sae)]
+    above, below = same[same.layer > me.layer], same[same.layer < me.layer]
+    if len(above):
+        return int(above.sort_values("layer", kind="stable").iloc[0].run_id)
+    if len(below):
+        return int(below.sort_values("layer", kind="stable").iloc[-1].run_id)
+    return int(others.iloc[0].run_id) if len(others) else run
 
 
 def visible(text: str | None) -> str:

@@ -9,10 +9,9 @@ import streamlit as st
 
 from analysis.colours import colour_of
 from ui.background import warm_up
-from ui.data import answer, jobs_api, pick_job, run_label, visible
+from ui.data import OCCURRENCES, answer, jobs_api, pick_job, run_label, visible
 
 SERIES = {"logprob_clean": "clean", "logprob_sae": "sae", "logprob_eps_random": "eps_random"}
-OCCURRENCES = 200  # largest-gap positions offered in the picker
 
 
 def next_token_chart(table: pd.DataFrame, kl: dict[str, float]) -> alt.Chart:

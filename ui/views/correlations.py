@@ -7,7 +7,16 @@ import pandas as pd
 import streamlit as st
 
 from analysis.token_sample import VARIABLES
-from ui.data import HEATMAP_TOKENS, answer, context_size, pick_job, run_label, sae_release
+from ui.data import (
+    HEATMAP_TOKENS,
+    PAIR_AXES,
+    PAIR_SAMPLE,
+    answer,
+    context_size,
+    next_layer_run,
+    pick_job,
+    run_label,
+)
 
 UNITS = {
     "position": "tokens",
@@ -25,27 +34,14 @@ def axis_title(variable: str) -> str:
     return f"{variable} ({unit})" if unit else variable
 
 
-def next_layer_run(runs: pd.DataFrame, run: int) -> int:
-    """The run at the next layer of the same SAE release (else the previous layer's, else any other run)."""
-    me = runs[runs.run_id == run].iloc[0]
-    others = runs[runs.run_id != run]
-    same = others[others.sae.map(sae_release) == sae_release(me.sae)]
-    above, below = same[same.layer > me.layer], same[same.layer < me.layer]
-    if len(above):
-        return int(above.sort_values("layer", kind="stable").iloc[0].run_id)
-    if len(below):
-        return int(below.sort_values("layer", kind="stable").iloc[-1].run_id)
-    return int(others.iloc[0].run_id) if len(others) else run
-
-
 def _filters(job_id: int) -> dict[str, object]:
     """The pair's filters (in the fragment's body), named like analysis.token_sample.Params."""
     runs = answer("runs", job=job_id)
     labels = {row.run_id: run_label(row) for row in runs.itertuples()}
     top = st.columns([2, 1, 1, 2])
     run = top[0].selectbox("Run (layer, SAE)", list(labels), format_func=labels.get)
-    x = top[1].selectbox("x", VARIABLES, index=VARIABLES.index("position"))
-    y = top[2].selectbox("y", VARIABLES, index=VARIABLES.index("kl_gap"))
+    x = top[1].selectbox("x", VARIABLES, index=VARIABLES.index(PAIR_AXES[0]))
+    y = top[2].selectbox("y", VARIABLES, index=VARIABLES.index(PAIR_AXES[1]))
     others = [r for r in labels if r != run] or list(labels)
     suggested = next_layer_run(runs, run)
     index = others.index(suggested) if suggested in others else 0
@@ -55,7 +51,7 @@ def _filters(job_id: int) -> dict[str, object]:
     bottom = st.columns([2, 2, 1])
     low, high = bottom[0].slider("Position range", 0, last, (0, last), key=f"positions_{job_id}")
     token = bottom[1].text_input("Only this token (exact text, blank = all)")
-    limit = bottom[2].number_input("Sample size", min_value=100, max_value=200_000, value=5000, step=1000)
+    limit = bottom[2].number_input("Sample size", min_value=100, max_value=200_000, value=PAIR_SAMPLE, step=1000)
     return {"job": job_id, "run": run, "x": x, "y": y, "other_run": other, "position_min": low,
             "position_max": high, "token_text": token or None, "limit": int(limit)}  # fmt: skip
 

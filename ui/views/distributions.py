@@ -9,11 +9,9 @@ import streamlit as st
 
 from analysis.colours import altair_scale
 from schema.spec import INTERVENTION_NAMES
-from ui.data import SEED_INTERVENTIONS, answer, pick_job
+from ui.data import CURVE_INTERVENTIONS, KL_RANGE, SEED_INTERVENTIONS, answer, pick_job
 
 LEGEND = alt.Legend(orient="bottom", labelLimit=0, columns=5, titleLimit=0)
-# The binned KL-vs-cos-sim curve: the SAE and eps_random placed on the cos-matched baselines' curve.
-CURVE_INTERVENTIONS = ["sae", "eps_random", "cos_random_sae_norm", "cos_random_true_norm"]
 
 
 def _colour(names: list[str]) -> alt.Color:
@@ -49,8 +47,8 @@ def _stats(job_id: int, interventions: list[str]) -> pd.DataFrame:
 @st.fragment
 def _kl_histograms(job_id: int, interventions: list[str]) -> None:
     left, right, _ = st.columns([1, 1, 4])
-    kl_min = left.number_input("KL min", value=1e-4, format="%.0e")
-    kl_max = right.number_input("KL max", value=1.0, format="%.2g")
+    kl_min = left.number_input("KL min", value=KL_RANGE[0], format="%.0e")
+    kl_max = right.number_input("KL max", value=KL_RANGE[1], format="%.2g")
     hist = answer("kl_histogram", job=job_id, interventions=interventions, kl_min=kl_min, kl_max=kl_max)
     if hist.empty:
         st.info(f"job {job_id} has no records yet.")

@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from ui.data import answer, pick_job, visible
+from ui.data import CONTEXTS_PER_TOKEN, MIN_COUNT, TOP_PER_RUN, answer, pick_job, visible
 
 BAR_PX = 22  # height per token bar: 20 tokens make a ~500 px chart per run
 
@@ -30,8 +30,8 @@ def top_chart(rows: pd.DataFrame) -> alt.LayerChart:
 
 @st.fragment
 def _top_tokens(job_id: int) -> None:
-    min_count = st.number_input("Seen at least (times)", min_value=2, value=5)
-    top = answer("top_tokens", job=job_id, min_count=int(min_count), top=20)
+    min_count = st.number_input("Seen at least (times)", min_value=2, value=MIN_COUNT)
+    top = answer("top_tokens", job=job_id, min_count=int(min_count), top=TOP_PER_RUN)
     if top.empty:
         st.info(f"No token of job {job_id} is seen {min_count} times with both sae and eps_random records.")
         return
@@ -49,7 +49,7 @@ def _top_tokens(job_id: int) -> None:
 
 
 def _contexts(job_id: int, run_id: int, token_id: int) -> None:
-    contexts = answer("token_contexts", job=job_id, run=run_id, token_id=token_id, limit=100)
+    contexts = answer("token_contexts", job=job_id, run=run_id, token_id=token_id, limit=CONTEXTS_PER_TOKEN)
     st.subheader(f"Where it occurs (run {run_id}): context with the token in [[ ]], KL per intervention (nats)")
     shown = contexts.drop(columns=["job_id", "run_id"]).assign(token_text=contexts.token_text.map(visible))
     st.dataframe(shown, hide_index=True, width="stretch")
