@@ -103,10 +103,11 @@ async function attentionJob(page) {
   const job = (await started.innerText()).match(/job (\d+)/)[1];
   // No clicks from here: the job list refreshes on its own until the job ends.
   const latest = page.getByText(new RegExp(`^Latest: job ${job} · (done|failed|cancelled)`));
-  await latest.waitFor({ timeout: 480000 });
+  // first(): while the list refreshes, the old line can show beside the new one until the rerun ends
+  await latest.first().waitFor({ timeout: 480000 });
+  await settle(page);
   const line = await latest.innerText();
   check(/done/.test(line), `attention job finished on its own refresh: ${line}`);
-  await settle(page);
   await latest.scrollIntoViewIfNeeded();
   await page.screenshot({ path: `${shots}/jobs.png`, fullPage: true });
   await page.locator('[data-testid="stPageLink"] a', { hasText: "Layer summary" }).first().click();
