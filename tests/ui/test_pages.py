@@ -142,7 +142,8 @@ def test_layer_summary_shows_every_run_with_fixed_colours(ui_store: Fixture) -> 
 def test_distributions_default_to_the_seed_figures(ui_store: Fixture) -> None:
     app = open_page("distributions", ui_store, "all")
     charts = specs(app)
-    assert len(charts) == 4 + 3  # KL histogram per run, CE-loss panels, KL-vs-cos curve, KL by position
+    assert len(charts) == 4  # KL histograms (a panel per run), CE-loss panels, KL-vs-cos curve, KL by position
+    assert charts[0]["facet"]["field"] == "run" and len(set(chart_data(app, 0).dropna(subset=["bin_lo"]).run)) == 4
     histogram = encodings(charts[0])
     assert histogram[0]["y"]["stack"] is None and histogram[0]["y2"] == {"datum": 0}  # bars from zero, not dashes
     assert "zero_ablation" not in colour_range(charts[0]) and "mean_ablation" not in colour_range(charts[0])
@@ -151,9 +152,9 @@ def test_distributions_default_to_the_seed_figures(ui_store: Fixture) -> None:
     assert {"kl_mean", "kl_p99.9"} <= set(printed.columns) and set(printed.intervention) == {
         "sae", "eps_random", "eps_cov_random", "eps_real_diff"
     }  # fmt: skip
-    loss = charts[4]
+    loss = charts[1]
     assert loss["facet"]["column"]["field"] == "intervention" and loss["resolve"]["scale"]["x"] == "independent"
-    curve = charts[5]
+    curve = charts[2]
     assert set(colour_range(curve)) == {"sae", "eps_random", "cos_random_sae_norm", "cos_random_true_norm"}
     assert encodings(curve)[0]["x"]["field"] == "cos_sim_mean"
     assert not app.info
@@ -269,7 +270,7 @@ def test_context_page_legend_names_each_series_kl_and_labels_whitespace_tokens(
 
 def test_loss_histograms_bin_each_intervention_on_its_own_range(ui_store: Fixture) -> None:
     app = open_page("distributions", ui_store, "all")
-    loss = chart_data(app, 4)
+    loss = chart_data(app, 1)  # after the one KL histogram chart
     widths = (loss.bin_hi - loss.bin_lo).groupby(loss.intervention).first()
     assert widths["sae"] != pytest.approx(widths["eps_random"])  # not the shared range of every intervention
     assert loss[loss.intervention == "eps_random"].bin.nunique() > 6  # spread over many bins, not 3-6
