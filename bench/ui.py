@@ -3,7 +3,10 @@
 Starts `saegap ui` on the store in --data-dir, opens every page on the store's newest finished
 job of the page's scope (tests/ui/browser/idle.mjs; a page is idle when Streamlit shows no
 running script, spinner or stale element on three checks 50 ms apart) and prints one JSON line
-per page: the first (cold: the server's 15 s query cache is empty) and the best later visit.
+per page: the first visit (cold: none of the page's answers asked for before, unless the server's
+warm-up thread, ui/background.py, has computed them by then) and the best later visit. All tabs share
+one browser context, so the app's JavaScript is fetched once, on an untimed first visit whose time
+is printed apart (first_visit_empty_browser_cache_s).
 Needs scripts/setup_browser.sh. Target (issue 15): every page idle within 2 s on the demo job's
 store, 3 s at seed scale (bench/store.py).
 
