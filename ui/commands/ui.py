@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import threading
+import time
 from pathlib import Path
 
 from ui.deployment import READ_ONLY_ENV, read_only
@@ -46,5 +48,22 @@ def run(args: argparse.Namespace) -> int:
         os.environ[READ_ONLY_ENV] = "1"  # the app runs in this process and reads it (ui/deployment.py)
     log.info("saegap UI on http://%s:%d%s", args.host, args.port, " (read-only)" if read_only() else "")
     bootstrap.load_config_options(flag_options=streamlit_flags(args))
+    # the store's warm-up starts with the server, not at the first page view: the first page finds more answered
+    threading.Thread(target=_warm_once_serving, name="saegap-warm-start", daemon=True).start()
     bootstrap.run(str(APP), False, [], streamlit_flags(args))
     return 0
+
+
+def _warm_once_serving(patience_s: float = 60.0) -> None:
+    """ui.background.warm_store once Streamlit's runtime exists (its caches live there: imported earlier, the
+    UI's cached functions would each log that no runtime was found)."""
+    from streamlit import runtime
+
+    deadline = time.monotonic() + patience_s
+    while not runtime.exists():
+        if time.monotonic() > deadline:
+            return  # the server did not start; it says why itself
+        time.sleep(0.05)
+    from ui.background import warm_store
+
+    warm_store()
