@@ -46,10 +46,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
 from schema.spec import ERROR_PART_NAMES, SEED_INTERVENTION_NAMES, JobSpec, SingleTokenScope
-from worker.engine import EngineSettings, Target, encode_decode, evaluate_batch, intervened_mask
+from worker.engine import EngineSettings, PrefixEntry, Target, encode_decode, evaluate_batch, intervened_mask
 from worker.interventions import INTERVENTIONS, Noise, Splice
 from worker.loading import as_tensor
 from worker.peers import saelens_kl_and_ce
@@ -154,30 +153,27 @@ def report_run_evals(job: PreparedJob) -> None:
 
 def short_bound(job: PreparedJob, targets: list[Target], settings: EngineSettings) -> None:
     """Single token: a clean pass over 0..P+W, then plain passes over P..P+W from each hook's block with the clean
-    keys/values of positions < P (TransformerLens cache entries), ln_final and logits (in pieces of at most
-    LOGITS_BYTES: a 16k-token block's full logits are GBs); no SAE, no metrics."""
+    keys/values of positions < P, shared by a sequence's variants as saegap shares them (one copy per block:
+    worker.engine.PrefixEntry), ln_final and logits (in pieces of at most LOGITS_BYTES: a 16k-token block's
+    full logits are GBs); no SAE, no metrics. Rows are (variant, sequence), variant-major, as saegap's."""
     model, n_variants, scope = job.model, len(variants(settings)), settings.scope
     first, end = scope.position, scope.position + scope.window + 1
     low = min(t.hook.layer for t in targets)
     names = {f"blocks.{t.hook.layer}.hook_resid_pre" for t in targets}
     names |= {f"blocks.{layer}.attn.hook_{kind}" for layer in range(low, model.cfg.n_layers) for kind in "kv"}
+    per_block = max(1, ROWS_TOKENS // (end - first) // n_variants)  # sequences per block of rows
     for start, stop in shard_ranges(len(job.tokens), job.spec.sequences_per_shard):
         tokens = as_tensor(job.tokens[start:stop, :end], model.cfg.device)
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-        rows = max(1, ROWS_TOKENS // (end - first))
         for target in targets:
-            resid = cache[f"blocks.{target.hook.layer}.hook_resid_pre"][:, first:].repeat(n_variants, 1, 1)
-            for r0 in range(0, resid.shape[0], rows):
-                chunk = resid[r0 : r0 + rows]
-                seqs = torch.arange(r0, r0 + chunk.shape[0], device=chunk.device) % tokens.shape[0]
+            for s0 in range(0, tokens.shape[0], per_block):
+                seqs = slice(s0, min(s0 + per_block, tokens.shape[0]))
+                resid = cache[f"blocks.{target.hook.layer}.hook_resid_pre"][seqs, first:].repeat(n_variants, 1, 1)
                 for layer in range(target.hook.layer, model.cfg.n_layers):
-                    entry = TransformerLensKeyValueCacheEntry(
-                        cache[f"blocks.{layer}.attn.hook_k"][seqs, :first],
-                        cache[f"blocks.{layer}.attn.hook_v"][seqs, :first],
-                        frozen=True,
-                    )
-                    chunk = model.blocks[layer](chunk, past_kv_cache_entry=entry)
-                for piece in chunk.split(max(1, LOGITS_BYTES // (chunk.shape[1] * model.cfg.d_vocab * 4))):
+                    past = (cache[f"blocks.{layer}.attn.hook_{kind}"][seqs, :first] for kind in "kv")
+                    entry = PrefixEntry(*past, frozen=True, variants=n_variants)
+                    resid = model.blocks[layer](resid, past_kv_cache_entry=entry)  # (k * b, W + 1, d_model)
+                for piece in resid.split(max(1, LOGITS_BYTES // (resid.shape[1] * model.cfg.d_vocab * 4))):
                     model.unembed(model.ln_final(piece))  # logits in pieces of at most LOGITS_BYTES, as saegap's
 
 

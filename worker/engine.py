@@ -459,7 +459,7 @@ def _patched_activation(
 
 
 @dataclass
-class _PrefixEntry(TransformerLensKeyValueCacheEntry):
+class PrefixEntry(TransformerLensKeyValueCacheEntry):
     """The clean keys/values before P of a block's sequences, shared by its variants (rows are variant-major)."""
 
     variants: int = 1
@@ -504,7 +504,7 @@ def _patched_final(
         for i, layer in enumerate(range(hook.layer, model.cfg.n_layers))
     ]
     resid = clean.acts[_resid_pre(hook.layer)][seqs, window.start :].repeat(n_variants, 1, 1)  # (k * b, T, d_model)
-    entries = {layer: _PrefixEntry(k[seqs], v[seqs], variants=n_variants) for layer, (k, v) in clean.prefix_kv.items()}
+    entries = {layer: PrefixEntry(k[seqs], v[seqs], variants=n_variants) for layer, (k, v) in clean.prefix_kv.items()}
     with model.hooks(fwd_hooks=[(hook.name, replace), *measures]):  # replace first: a resid_post splice is measured
         for layer in range(hook.layer, model.cfg.n_layers):
             resid = model.blocks[layer](resid, past_kv_cache_entry=entries.get(layer))
