@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformer_lens import HookedTransformer
 
 from schema.spec import ERROR_PART_NAMES, SEED_INTERVENTION_NAMES, JobSpec, SingleTokenScope
 from worker.engine import EngineSettings, PrefixEntry, Target, encode_decode, evaluate_batch, intervened_mask
@@ -154,8 +155,8 @@ def report_run_evals(job: PreparedJob) -> None:
 def short_bound(job: PreparedJob, targets: list[Target], settings: EngineSettings) -> None:
     """Single token: a clean pass over 0..P+W, then plain passes over P..P+W from each hook's block with the clean
     keys/values of positions < P, shared by a sequence's variants as saegap shares them (one copy per block:
-    worker.engine.PrefixEntry), ln_final and logits (in pieces of at most LOGITS_BYTES: a 16k-token block's
-    full logits are GBs); no SAE, no metrics. Rows are (variant, sequence), variant-major, as saegap's."""
+    worker.engine.PrefixEntry), ln_final and logits (in vocabulary chunks: a 16k-token block's full logits
+    are GBs); no SAE, no metrics. Rows are (variant, sequence), variant-major, as saegap's."""
     model, n_variants, scope = job.model, len(variants(settings)), settings.scope
     first, end = scope.position, scope.position + scope.window + 1
     low = min(t.hook.layer for t in targets)
@@ -173,8 +174,16 @@ def short_bound(job: PreparedJob, targets: list[Target], settings: EngineSetting
                     past = (cache[f"blocks.{layer}.attn.hook_{kind}"][seqs, :first] for kind in "kv")
                     entry = PrefixEntry(*past, frozen=True, variants=n_variants)
                     resid = model.blocks[layer](resid, past_kv_cache_entry=entry)  # (k * b, W + 1, d_model)
-                for piece in resid.split(max(1, LOGITS_BYTES // (resid.shape[1] * model.cfg.d_vocab * 4))):
-                    model.unembed(model.ln_final(piece))  # logits in pieces of at most LOGITS_BYTES, as saegap's
+                _logits_in_chunks(model, model.ln_final(resid).flatten(0, 1))  # (k * b * (W + 1), d_model)
+
+
+def _logits_in_chunks(model: HookedTransformer, normed: torch.Tensor) -> None:
+    """Every row's logits, in vocabulary chunks of at most LOGITS_BYTES over all rows, as saegap makes them
+    (addmm on W_U's columns; TransformerLens's unembed copied W_U on each of its many small calls, 44% of the
+    bound's time at GPT-2 shapes)."""
+    chunk = max(1, LOGITS_BYTES // (normed.shape[0] * 4))
+    for c0 in range(0, model.cfg.d_vocab, chunk):
+        torch.addmm(model.unembed.b_U[c0 : c0 + chunk], normed, model.unembed.W_U[:, c0 : c0 + chunk])
 
 
 def report_single_token(job: PreparedJob, target: Target, position: int, window: int, samples: int) -> None:
