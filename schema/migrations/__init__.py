@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -9,6 +10,9 @@ from alembic.config import Config
 from sqlalchemy.engine import Engine
 
 HEAD = "head"
+# Alembic's `op` and `context` are module-level proxies, swapped in for each run: two threads migrating two
+# stores at once ran one store's CREATE INDEX against the other's database ("no such table: main.shards").
+_ALEMBIC = threading.Lock()
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -21,11 +25,13 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = HEAD) -> None:
-    command.upgrade(alembic_config(engine), revision)
+    with _ALEMBIC:
+        command.upgrade(alembic_config(engine), revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    command.downgrade(alembic_config(engine), revision)
+    with _ALEMBIC:
+        command.downgrade(alembic_config(engine), revision)
 
 
 def current_revision(engine: Engine) -> str | None:

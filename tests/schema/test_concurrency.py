@@ -5,7 +5,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +307,21 @@ def test_processes_opening_a_new_store_at_once_all_succeed(store_config: StoreCo
         assert {table: _count(store, f"SELECT count(*) FROM {table}") for table in RECORD_TABLES} == dict.fromkeys(
             RECORD_TABLES, 0
         )  # every relation made once, none missing
+
+
+def test_threads_opening_different_new_stores_at_once_all_succeed(tmp_path: Path) -> None:
+    """One process, several threads, each creating its own store (the UI's warm-up beside a test's store): the
+    job database's migrations must not cross (Alembic's context is one per process)."""
+    configs = [StoreConfig(data_dir=tmp_path / f"store{i}") for i in range(OPENERS)]
+    barrier = threading.Barrier(OPENERS, timeout=HANG_GUARD_S)
+
+    def open_and_count(config: StoreConfig) -> int:
+        barrier.wait()
+        with Store.open(config) as store:
+            return len(store.list_jobs())
+
+    with ThreadPoolExecutor(OPENERS) as pool:
+        assert list(pool.map(open_and_count, configs)) == [0] * OPENERS  # any crossed migration raises here
 
 
 def _hog(stop: Any) -> None:

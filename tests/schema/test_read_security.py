@@ -273,7 +273,7 @@ def console(secure: SecureStore) -> Iterator[Callable[[str, float], list[str]]]:
     from streamlit.testing.v1 import AppTest
 
     import schema.store
-    from tests.ui.conftest import APP
+    from tests.ui.conftest import APP, join_warm_up
 
     schema.store.forget_process_stores()
     st.cache_data.clear()
@@ -289,6 +289,7 @@ def console(secure: SecureStore) -> Iterator[Callable[[str, float], list[str]]]:
         return [error.value for error in app.error]
 
     yield run
+    join_warm_up()  # the app's warm-up reads the module's store: done before it closes
     with contextlib.suppress(Exception):
         read.default_store().close()
     schema.store.forget_process_stores()

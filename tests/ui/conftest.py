@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,5 +26,16 @@ def ui_store(fixture_store: Fixture, monkeypatch: pytest.MonkeyPatch) -> Iterato
     schema.store.forget_process_stores()  # opened once per process; reopen on the fixture's dir
     st.cache_data.clear()
     yield fixture_store
+    join_warm_up()
     schema.store.forget_process_stores()
     st.cache_data.clear()
+
+
+def join_warm_up() -> None:
+    """Wait for the UI's store warm-up (an app run starts one per store and process, ui/background.py): it
+    opens the store the environment names, so it must end before a test puts the environment back."""
+    import ui.background
+
+    for thread in threading.enumerate():
+        if thread.name == ui.background.WARM_THREAD:
+            thread.join()

@@ -12,6 +12,7 @@ import pytest
 import ui.background
 import ui.data
 from tests.fixture_store import Fixture
+from tests.ui.conftest import join_warm_up
 from tests.ui.test_pages import open_page
 from ui.data import SEED_INTERVENTIONS, answer
 
@@ -23,9 +24,7 @@ WARMED_PAGES = ("layer_summary", "distributions", "gap_sources", "correlations",
 @pytest.fixture
 def computed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
     """Every answer actually computed (a cache miss), in order, once no warm-up of an earlier app run is left."""
-    for thread in threading.enumerate():
-        if thread.name == ui.background.WARM_THREAD:
-            thread.join()
+    join_warm_up()
     calls: list[tuple[str, dict[str, Any]]] = []
     compute = ui.data._computed
 

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.analysis.test_amplification import planted  # noqa: F401  (the planted amplification store)
 from tests.fixture_store import Fixture
-from tests.ui.conftest import APP
+from tests.ui.conftest import APP, join_warm_up
 
 
 def test_page_says_how_to_get_each_measurement_when_the_job_has_none(ui_store: Fixture) -> None:
@@ -41,6 +41,7 @@ def test_page_shows_the_planted_amplification(planted: Fixture, monkeypatch: pyt
         assert sorted(table.intervention) == ["sae", "zero_ablation"] and set(table.layer) == {3}
         assert table.set_index("intervention").loc["sae", "answer"] == "faster"
     finally:
+        join_warm_up()
         schema.store.forget_process_stores()
         st.cache_data.clear()
 

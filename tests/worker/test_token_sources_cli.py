@@ -186,6 +186,9 @@ def ui_on(two_jobs: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     schema.store.forget_process_stores()
     st.cache_data.clear()
     yield two_jobs
+    from tests.ui.conftest import join_warm_up
+
+    join_warm_up()  # the app's warm-up reads the environment's store: done before the environment goes back
     schema.store.forget_process_stores()
     st.cache_data.clear()
 
