@@ -18,7 +18,6 @@ import pandas as pd
 import pyarrow as pa
 
 from analysis.base import SELECTED_RUNS, BootstrapSettings, Scope, ScopedFilters, empty_like, read
-from analysis.bootstrap import percentile_interval
 from analysis.layer_summary import JobBootstrap, job_bootstraps
 from analysis.verdict import PATHOLOGICAL, verdicts
 
@@ -71,27 +70,20 @@ def error_parts(params: Params, store: Any = None) -> pa.Table:
 def _job_rows(job: JobBootstrap, params: Params) -> list[dict[str, Any]]:
     """A row per run of the job with every part and baseline, recorded in two sequences or more: the parts'
     KL means and each part's ratio to its baseline with a paired interval (layer_summary's bootstrap)."""
-    column = {key: g for g, key in enumerate(zip(job.groups.run_id, job.groups.intervention, strict=True))}
-    rows = []
+    column, rows = job.column, []
     for run in job.groups.run_id.unique():
         if not all((run, name) in column for name in _NAMES) or job.n_sequences[column[run, "sae"]] < 2:
             continue
-        row: dict[str, Any] = {"run_id": run, "n_sequences": int(job.n_sequences[column[run, "sae"]]),
-                               "kl_sae": job.point[column[run, "sae"]]}  # fmt: skip
-        for part, (sae, base) in PAIRS.items():
-            i, j = column[run, sae], column[run, base]
+        sae = column[run, "sae"]
+        row: dict[str, Any] = {"run_id": run, "n_sequences": int(job.n_sequences[sae]), "kl_sae": job.point[sae]}
+        for part, (part_name, base_name) in PAIRS.items():
+            i, j = column[run, part_name], column[run, base_name]
+            ratio, low, high = job.ratio(i, j, params.confidence)
             with np.errstate(invalid="ignore", divide="ignore"):
-                ratios = job.replicates[:, i] / job.replicates[:, j]  # (B,) paired: the same weights
-                ratio, share = job.point[i] / job.point[j], job.point[i] / row["kl_sae"]
-            low, high = percentile_interval(ratios[:, None], params.confidence)
-            row |= {
-                f"kl_{sae}": job.point[i],
-                f"kl_{base}": job.point[j],
-                f"kl_ratio_{part}": ratio,
-                f"kl_ratio_{part}_lo": low[0],
-                f"kl_ratio_{part}_hi": high[0],
-                f"share_of_sae_kl_{part}": share,
-            }
+                share = job.point[i] / job.point[sae]
+            row |= {f"kl_{part_name}": job.point[i], f"kl_{base_name}": job.point[j], f"kl_ratio_{part}": ratio,
+                    f"kl_ratio_{part}_lo": low, f"kl_ratio_{part}_hi": high,
+                    f"share_of_sae_kl_{part}": share}  # fmt: skip
         rows.append(row)
     return rows
 

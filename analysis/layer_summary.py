@@ -10,6 +10,7 @@ distinct value each.
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,19 @@ class JobBootstrap:
     n_sequences: np.ndarray  # (G,) sequences with records of the group
     point: np.ndarray  # (2G,)
     replicates: np.ndarray  # (B, 2G)
+
+    @functools.cached_property
+    def column(self) -> dict[tuple[int, str], int]:
+        """Column g (of the first G: mean KL) of each (run_id, intervention) group; G + g is its CE increase."""
+        return {key: g for g, key in enumerate(zip(self.groups.run_id, self.groups.intervention, strict=True))}
+
+    def ratio(self, top: int, bottom: int, confidence: float) -> tuple[float, float, float]:
+        """Point ratio of two columns' means and its paired percentile interval (the same sequence weights)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            point = self.point[top] / self.point[bottom]
+            draws = self.replicates[:, top] / self.replicates[:, bottom]  # (B,)
+        low, high = percentile_interval(draws[:, None], confidence)
+        return float(point), float(low[0]), float(high[0])
 
 
 def job_bootstraps(bound: dict[str, Any], n_boot: int, seed: int, store: Any = None) -> list[JobBootstrap]:

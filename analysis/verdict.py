@@ -25,7 +25,6 @@ import pandas as pd
 import pyarrow as pa
 
 from analysis.base import SELECTED_RUNS, BootstrapSettings, Scope, ScopedFilters, empty_like, read
-from analysis.bootstrap import percentile_interval
 from analysis.layer_summary import JobBootstrap, job_bootstraps
 from analysis.sigma import Params as SigmaParams
 from analysis.sigma import sigma
@@ -103,32 +102,25 @@ def verdicts(low: pd.Series, high: pd.Series) -> list[str | None]:
 
 def _ratios_of_job(job: JobBootstrap, params: Params) -> pd.DataFrame:
     """SAE-over-baseline ratios and their paired intervals for every run of one job (layer_summary's bootstrap)."""
-    groups, n_sequences = job.groups, job.n_sequences
-    column = {key: g for g, key in enumerate(zip(groups.run_id, groups.intervention, strict=True))}
-    runs = [run for run in groups.run_id.unique() if (run, "sae") in column and n_sequences[column[run, "sae"]] >= 2]
-    rows = [_run_ratios(run, column, job.point, job.replicates, len(groups), params) for run in runs]
+    column, n_sequences = job.column, job.n_sequences
+    runs = [
+        run for run in job.groups.run_id.unique() if (run, "sae") in column and n_sequences[column[run, "sae"]] >= 2
+    ]
+    rows = [_run_ratios(run, job, params) for run in runs]
     return pd.DataFrame(rows).assign(n_sequences=[int(n_sequences[column[run, "sae"]]) for run in runs])
 
 
-def _run_ratios(
-    run: int, column: dict, point: np.ndarray, replicates: np.ndarray, n_groups: int, params: Params
-) -> dict[str, Any]:
+def _run_ratios(run: int, job: JobBootstrap, params: Params) -> dict[str, Any]:
     """One run's row: SAE means and, per baseline, the KL and CE ratios with their intervals."""
-    sae = column[run, "sae"]
-    row: dict[str, Any] = {"run_id": run, "kl_sae": point[sae], "loss_delta_sae": point[n_groups + sae]}
+    n_groups, sae = len(job.groups), job.column[run, "sae"]
+    row: dict[str, Any] = {"run_id": run, "kl_sae": job.point[sae], "loss_delta_sae": job.point[n_groups + sae]}
     for baseline in BASELINES:
-        base = column.get((run, baseline))
+        base = job.column.get((run, baseline))
         for metric, offset in (("kl", 0), ("ce", n_groups)):
-            if base is None:
-                row.update(dict.fromkeys([f"{metric}_ratio_{baseline}{s}" for s in ("", "_lo", "_hi")], np.nan))
-                continue
-            with np.errstate(invalid="ignore", divide="ignore"):
-                ratio = point[offset + sae] / point[offset + base]
-                draws = replicates[:, offset + sae] / replicates[:, offset + base]  # paired: same weights
-            low, high = percentile_interval(draws[:, None], params.confidence)
-            row.update({f"{metric}_ratio_{baseline}": ratio, f"{metric}_ratio_{baseline}_lo": low[0],
-                        f"{metric}_ratio_{baseline}_hi": high[0]})  # fmt: skip
-        row[f"kl_{baseline}"] = np.nan if base is None else point[base]
+            names = [f"{metric}_ratio_{baseline}{s}" for s in ("", "_lo", "_hi")]
+            ratio = (np.nan,) * 3 if base is None else job.ratio(offset + sae, offset + base, params.confidence)
+            row.update(zip(names, ratio, strict=True))
+        row[f"kl_{baseline}"] = np.nan if base is None else job.point[base]
     return row
 
 
