@@ -49,7 +49,15 @@ import torch.nn.functional as F
 from transformer_lens import HookedTransformer
 
 from schema.spec import ERROR_PART_NAMES, SEED_INTERVENTION_NAMES, JobSpec, SingleTokenScope
-from worker.engine import EngineSettings, PrefixEntry, Target, encode_decode, evaluate_batch, intervened_mask
+from worker.engine import (
+    EngineSettings,
+    PrefixEntry,
+    Target,
+    encode_decode,
+    evaluate_batch,
+    intervened_mask,
+    unembed_columns,
+)
 from worker.interventions import INTERVENTIONS, Noise, Splice
 from worker.loading import as_tensor
 from worker.peers import saelens_kl_and_ce
@@ -178,12 +186,12 @@ def short_bound(job: PreparedJob, targets: list[Target], settings: EngineSetting
 
 
 def _logits_in_chunks(model: HookedTransformer, normed: torch.Tensor) -> None:
-    """Every row's logits, in vocabulary chunks of at most LOGITS_BYTES over all rows, as saegap makes them
-    (addmm on W_U's columns; TransformerLens's unembed copied W_U on each of its many small calls, 44% of the
-    bound's time at GPT-2 shapes)."""
+    """Every row's logits, in vocabulary chunks of at most LOGITS_BYTES over all rows, made as saegap makes them
+    (worker.engine.unembed_columns; TransformerLens's unembed copied W_U on each of its many small calls, 44% of
+    the bound's time at GPT-2 shapes)."""
     chunk = max(1, LOGITS_BYTES // (normed.shape[0] * 4))
     for c0 in range(0, model.cfg.d_vocab, chunk):
-        torch.addmm(model.unembed.b_U[c0 : c0 + chunk], normed, model.unembed.W_U[:, c0 : c0 + chunk])
+        unembed_columns(model, normed, slice(c0, c0 + chunk))
 
 
 def report_single_token(job: PreparedJob, target: Target, position: int, window: int, samples: int) -> None:

@@ -530,7 +530,7 @@ def _normed(model: HookedTransformer, resid: Float[Tensor, "... d_model"]) -> Fl
     return model.ln_final(resid) if model.cfg.normalization_type is not None else resid
 
 
-def _unembed(model: HookedTransformer, normed: Float[Tensor, "n d_model"], vocab: slice) -> Float[Tensor, "n v"]:
+def unembed_columns(model: HookedTransformer, normed: Float[Tensor, "n d_model"], vocab: slice) -> Float[Tensor, "n v"]:
     """float32 logits of vocabulary columns `vocab`: ln_final and the unembedding act position by position."""
     logits = torch.addmm(model.unembed.b_U[vocab], normed, model.unembed.W_U[:, vocab]).float()
     return apply_softcap(logits, model.cfg.output_logits_soft_cap)
@@ -541,7 +541,7 @@ def clean_probs(
 ) -> CleanProbs:
     """Clean logits, probabilities, logsumexp and loss; temporaries one sequence at a time."""
     seqs, rec, _ = final.shape
-    logits = _unembed(model, _normed(model, final).flatten(0, 1), slice(None)).unflatten(0, (seqs, rec))
+    logits = unembed_columns(model, _normed(model, final).flatten(0, 1), slice(None)).unflatten(0, (seqs, rec))
     p = torch.empty_like(logits)
     lse = torch.empty(seqs, rec, device=logits.device)
     for i, row in enumerate(logits):  # (R, V)
@@ -575,7 +575,7 @@ def block_metrics(
     nxt = next_tokens.clamp_min(0).view(n, 1, 1).expand(n, variants, 1)
     mean_d, mean_exp, d_next = (torch.zeros(n, variants, device=final.device) for _ in range(3))
     for c0 in range(0, logits.shape[-1], vocab_chunk):
-        d = _unembed(model, normed, slice(c0, c0 + vocab_chunk)).view(n, variants, -1)  # (n, k, c)
+        d = unembed_columns(model, normed, slice(c0, c0 + vocab_chunk)).view(n, variants, -1)  # (n, k, c)
         chunk = slice(c0, c0 + d.shape[-1])
         d.sub_(logits[..., chunk])
         mean_d += torch.bmm(d, p[:, chunk]).squeeze(-1)
@@ -615,7 +615,7 @@ def _stable_metrics(
     gap = torch.zeros(n, variants, device=normed.device)
     top, total, picked = torch.full_like(gap, -torch.inf), torch.zeros_like(gap), torch.zeros_like(gap)
     for c0 in range(0, logp.shape[-1], vocab_chunk):
-        u = _unembed(model, normed, slice(c0, c0 + vocab_chunk)).view(n, variants, -1).sub_(lse)  # (n, k, c)
+        u = unembed_columns(model, normed, slice(c0, c0 + vocab_chunk)).view(n, variants, -1).sub_(lse)  # (n, k, c)
         chunk = slice(c0, c0 + u.shape[-1])
         gap += torch.bmm(logp[..., chunk] - u, p[:, chunk]).squeeze(-1)
         picked += _gather_in_chunk(u, nxt - c0)
